@@ -1,0 +1,55 @@
+"""Checkpoints: a dict of tensors and plain values, written atomically, read with `weights_only=True`.
+
+Nothing here unpickles arbitrary objects: `torch.load(..., weights_only=True)` refuses anything but tensors and
+primitive containers, so a file carrying a malicious pickle payload is rejected without running it.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.errors import BenchmarkError
+from benchmark.io import atomic_save
+from benchmark.models import Architecture, GANModels, Generator, Discriminator
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    payload = {"format_version": FORMAT_VERSION, **payload}
+    atomic_save(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise BenchmarkError(f"Checkpoint {path} does not exist. Run the stage that writes it first.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise BenchmarkError(
+            f"Checkpoint {path} holds objects other than tensors and plain values; it was refused without being "
+            f"executed ({str(error).splitlines()[0]}). Use checkpoints written by this benchmark."
+        ) from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise BenchmarkError(f"Checkpoint {path} is truncated or corrupt ({error}). Delete it and rerun its stage.") from error
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise BenchmarkError(f"{path} is not a version-{FORMAT_VERSION} checkpoint of this benchmark. Delete it and rerun its stage.")
+    return payload
+
+
+def models_from_checkpoint(payload: dict[str, Any], path: str | Path, expected: Architecture, device: torch.device | str) -> GANModels:
+    """G and D from a checkpoint (the EMA generator when one was kept), after checking the architecture."""
+    stored = payload["architecture"]
+    if stored != expected.to_dict():
+        differing = sorted(key for key in set(stored) | set(expected.to_dict()) if stored.get(key) != expected.to_dict().get(key))
+        details = ", ".join(f"{key}: checkpoint {stored.get(key)!r} vs config {expected.to_dict().get(key)!r}" for key in differing)
+        raise BenchmarkError(f"Checkpoint {path} was trained with a different architecture ({details}). Use a matching config.")
+    generator, discriminator = Generator(expected), Discriminator(expected)
+    generator.load_state_dict(payload.get("generator_ema") or payload["generator"])
+    discriminator.load_state_dict(payload["discriminator"])
+    return GANModels(expected, generator.to(device), discriminator.to(device))

@@ -1,0 +1,119 @@
+"""The one shared backbone: a DCGAN-style generator and discriminator with named, indexed blocks.
+
+`generator.blocks[i]` and `discriminator.blocks[i]` are the addressable units: a method can say "the lowest N
+blocks of D" and mean `discriminator.blocks[:N]` by index, never by a name substring (`blocks.1` must not catch
+`blocks.10`). Parameters live in plain modules with no hooks, so `torch.func.functional_call` and vmap over
+stacked parameters work on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmark.errors import BenchmarkError
+
+
+@dataclass(frozen=True)
+class Architecture:
+    image_size: int = 28
+    channels: int = 1
+    z_dim: int = 64
+    width: int = 32  # channels of the widest-resolution block; the next block has twice as many
+    generator_norm: str = "batch"  # "batch" or "none"
+
+    def __post_init__(self) -> None:
+        if self.image_size % 4:
+            raise BenchmarkError(f"image_size {self.image_size} is not divisible by 4; the backbone upsamples twice by 2.")
+        if self.generator_norm not in ("batch", "none"):
+            raise BenchmarkError(f"generator_norm '{self.generator_norm}' is unknown; use 'batch' or 'none'.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Architecture":
+        return cls(**values)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    return nn.BatchNorm2d(channels) if kind == "batch" else nn.Identity()
+
+
+class Generator(nn.Module):
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        base = arch.image_size // 4
+        wide = 2 * arch.width
+        self.z_dim = arch.z_dim
+        self.blocks = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.Linear(arch.z_dim, wide * base * base),
+                    nn.Unflatten(1, (wide, base, base)),
+                    _norm(arch.generator_norm, wide),
+                    nn.ReLU(),
+                ),
+                nn.Sequential(
+                    nn.ConvTranspose2d(wide, arch.width, 4, stride=2, padding=1),
+                    _norm(arch.generator_norm, arch.width),
+                    nn.ReLU(),
+                ),
+                nn.Sequential(nn.ConvTranspose2d(arch.width, arch.channels, 4, stride=2, padding=1), nn.Tanh()),
+            ]
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            z = block(z)
+        return z
+
+
+class Discriminator(nn.Module):
+    """No normalisation layers: per-sample outputs, and no running statistics for meta-learning to corrupt."""
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        base = arch.image_size // 4
+        wide = 2 * arch.width
+        self.blocks = nn.ModuleList(
+            [
+                nn.Sequential(nn.Conv2d(arch.channels, arch.width, 4, stride=2, padding=1), nn.LeakyReLU(0.2)),
+                nn.Sequential(nn.Conv2d(arch.width, wide, 4, stride=2, padding=1), nn.LeakyReLU(0.2)),
+                nn.Sequential(nn.Flatten(), nn.Linear(wide * base * base, 1)),
+            ]
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            images = block(images)
+        return images.squeeze(1)
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN initialisation (Radford et al. 2016): N(0, 0.02) weights, BatchNorm scale N(1, 0.02)."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(layer.weight, 0.0, 0.02)
+            nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.BatchNorm2d):
+            nn.init.normal_(layer.weight, 1.0, 0.02)
+            nn.init.zeros_(layer.bias)
+
+
+@dataclass
+class GANModels:
+    arch: Architecture
+    generator: Generator
+    discriminator: Discriminator
+
+    @classmethod
+    def fresh(cls, arch: Architecture, seed: int, device: torch.device | str = "cpu") -> "GANModels":
+        torch.manual_seed(seed)
+        generator, discriminator = Generator(arch), Discriminator(arch)
+        init_weights(generator)
+        init_weights(discriminator)
+        return cls(arch, generator.to(device), discriminator.to(device))

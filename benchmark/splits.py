@@ -1,0 +1,197 @@
+"""Deterministic split manifests, written once; every later stage reads only these files.
+
+Source manifest (one per source domain): the source training indices into the source dataset.
+Task manifest (one per task): a copy of its source's indices, then, from the target dataset's selected images,
+a reference (evaluation) set and a validation subset that are fixed for the task, and a shot pool from which each
+split draw takes its K shots (nested: the 5 shots of a draw are the first 5 of its 10). Reference, validation and
+shot pool are disjoint by construction, and every manifest carries the content hash of the data it indexes.
+
+Randomness comes from numpy Generators seeded by (split seed, a stable hash of the name, draw): never from
+Python's global `random`, so adding a task or a draw leaves every other split unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.data import PreparedDataset
+from benchmark.errors import BenchmarkError
+from benchmark.hashing import sha256_json
+from benchmark.io import atomic_write_text
+
+MANIFEST_VERSION = 1
+
+
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def _rng(split_seed: int, name: str, *extra: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([split_seed, _stable_int(name), *extra]))
+
+
+def select_indices(dataset: PreparedDataset, selection: dict[str, Any], what: str) -> tuple[np.ndarray, list[int]]:
+    """Image indices (sorted) and class ids picked by a selection {classes: [...], where: {attribute: value(s)}}.
+
+    `classes` lists class ids or class names. `where` filters on per-class attributes (Omniglot's `alphabet`,
+    `subset`) or per-image attributes (Fashion-MNIST's `partition`).
+    """
+    names = dataset.class_names
+    class_ids = list(range(len(names)))
+    if selection.get("classes") is not None:
+        class_ids = []
+        for entry in selection["classes"]:
+            if isinstance(entry, int) and 0 <= entry < len(names):
+                class_ids.append(entry)
+            elif isinstance(entry, str) and entry in names:
+                class_ids.append(names.index(entry))
+            else:
+                raise BenchmarkError(
+                    f"{what}: class {entry!r} is not in dataset '{dataset.metadata['name']}' "
+                    f"(ids 0..{len(names) - 1}; names such as {names[:5]})."
+                )
+    image_mask = np.ones(len(dataset.labels), dtype=bool)
+    for attribute, wanted in (selection.get("where") or {}).items():
+        wanted_values = set(wanted if isinstance(wanted, list) else [wanted])
+        if attribute in dataset.class_attributes:
+            values = dataset.class_attributes[attribute]
+            missing = wanted_values - set(values)
+            if missing:
+                raise BenchmarkError(f"{what}: no class has {attribute} = {sorted(missing)}; known: {sorted(set(values))[:10]}...")
+            class_ids = [c for c in class_ids if values[c] in wanted_values]
+        elif attribute in dataset.image_attributes:
+            image_mask &= np.isin(dataset.image_attributes[attribute], list(wanted_values))
+        else:
+            known = sorted(dataset.class_attributes) + sorted(dataset.image_attributes)
+            raise BenchmarkError(f"{what}: dataset '{dataset.metadata['name']}' has no attribute '{attribute}' (known: {known}).")
+    image_mask &= np.isin(dataset.labels, class_ids)
+    indices = np.flatnonzero(image_mask)
+    if len(indices) == 0:
+        raise BenchmarkError(f"{what}: the selection {selection} matches no image of dataset '{dataset.metadata['name']}'.")
+    return indices, sorted(class_ids)
+
+
+def _indices_block(indices: np.ndarray) -> dict[str, Any]:
+    as_list = [int(i) for i in indices]
+    return {"count": len(as_list), "sha256": sha256_json(as_list), "indices": as_list}
+
+
+def build_source_manifest(name: str, spec: dict[str, Any], dataset: PreparedDataset, split_seed: int) -> dict[str, Any]:
+    indices, class_ids = select_indices(dataset, spec, f"source '{name}'")
+    max_images = spec.get("max_images")
+    if max_images is not None and len(indices) > max_images:
+        indices = np.sort(_rng(split_seed, f"source:{name}").choice(indices, size=max_images, replace=False))
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "kind": "source",
+        "name": name,
+        "split_seed": split_seed,
+        "spec": spec,
+        "dataset": {"name": dataset.metadata["name"], "content_sha256": dataset.content_sha256},
+        "class_ids": class_ids,
+        "train": _indices_block(indices),
+    }
+
+
+def build_task_manifest(
+    name: str,
+    spec: dict[str, Any],
+    source_manifest: dict[str, Any],
+    target: PreparedDataset,
+    shots: list[int],
+    split_draws: int,
+    split_seed: int,
+) -> dict[str, Any]:
+    what = f"task '{name}'"
+    pool, class_ids = select_indices(target, spec["target"], what)
+    validation_size = spec["validation_size"]
+    shot_pool_size = spec["shot_pool_size"]
+    if max(shots) > shot_pool_size:
+        raise BenchmarkError(f"{what}: K = {max(shots)} shots exceed its shot_pool_size {shot_pool_size}. Raise shot_pool_size or lower K.")
+    needed = validation_size + shot_pool_size + 1
+    if len(pool) < needed:
+        raise BenchmarkError(
+            f"{what}: the target selection has {len(pool)} images, fewer than validation_size ({validation_size}) "
+            f"+ shot_pool_size ({shot_pool_size}) + at least one reference image. Lower K, the validation size or "
+            "the shot pool, or select more target images."
+        )
+    if source_manifest["dataset"]["name"] == target.metadata["name"]:
+        overlap = np.intersect1d(pool, source_manifest["train"]["indices"])
+        if len(overlap):
+            raise BenchmarkError(
+                f"{what}: {len(overlap)} target images are also source training images (same dataset). Make the "
+                "source and target selections disjoint."
+            )
+    order = _rng(split_seed, f"task:{name}").permutation(pool)
+    validation = np.sort(order[:validation_size])
+    shot_pool = order[validation_size : validation_size + shot_pool_size]
+    reference = order[validation_size + shot_pool_size :]
+    if spec.get("reference_size") is not None:
+        reference = reference[: spec["reference_size"]]
+    draws = {}
+    for k in sorted(shots):
+        draws[str(k)] = [
+            [int(i) for i in _rng(split_seed, f"task:{name}", draw).permutation(shot_pool)[:k]] for draw in range(split_draws)
+        ]
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "kind": "task",
+        "name": name,
+        "task_kind": spec["kind"],
+        "split_seed": split_seed,
+        "split_draws": split_draws,
+        "spec": spec,
+        "source": {
+            "name": source_manifest["name"],
+            "manifest_sha256": sha256_json(source_manifest),
+            "dataset": source_manifest["dataset"],
+            "train": source_manifest["train"],
+        },
+        "target": {
+            "dataset": {"name": target.metadata["name"], "content_sha256": target.content_sha256},
+            "class_ids": class_ids,
+            "reference": _indices_block(np.sort(reference)),
+            "validation": _indices_block(validation),
+            "shot_pool": _indices_block(np.sort(shot_pool)),
+            "shots": draws,
+        },
+    }
+
+
+def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
+    # Canonical JSON (sorted keys, fixed separators): the same config gives byte-identical files.
+    atomic_write_text(path, json.dumps(manifest, sort_keys=True, separators=(",", ":")) + "\n")
+
+
+def read_manifest(path: str | Path, kind: str) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise BenchmarkError(f"Split manifest {path} does not exist. Run the split stage first.") from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BenchmarkError(f"Split manifest {path} is empty or unreadable ({error}). Delete it and rerun the split stage.") from error
+    if not isinstance(manifest, dict) or manifest.get("kind") != kind or manifest.get("manifest_version") != MANIFEST_VERSION:
+        raise BenchmarkError(f"{path} is not a version-{MANIFEST_VERSION} {kind} manifest. Delete it and rerun the split stage.")
+    return manifest
+
+
+def check_dataset_matches(block: dict[str, Any], dataset: PreparedDataset, manifest_path: str | Path) -> None:
+    if block["content_sha256"] != dataset.content_sha256:
+        raise BenchmarkError(
+            f"{manifest_path} was written for dataset '{block['name']}' with content {block['content_sha256'][:12]}, "
+            f"but the prepared data now hashes to {dataset.content_sha256[:12]}. Rerun the split stage."
+        )
+
+
+def shots_for(manifest: dict[str, Any], shots: int, draw: int) -> list[int]:
+    by_k = manifest["target"]["shots"]
+    if str(shots) not in by_k:
+        raise BenchmarkError(f"Task '{manifest['name']}' has no split for K = {shots} (has {sorted(by_k, key=int)}). Add K to `shots`.")
+    draws = by_k[str(shots)]
+    return draws[draw % len(draws)]

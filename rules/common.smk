@@ -1,0 +1,60 @@
+# Config validation and the helpers the rules share. Logic lives in the `benchmark` library, not here.
+import json
+import shlex
+import sys
+
+from benchmark.config import dataset_options, method_names, run_for, run_plan, validate_config
+from benchmark.errors import BenchmarkError
+from benchmark.methods import get_method
+
+try:
+    validate_config(config)
+    METHODS = method_names(config)
+except BenchmarkError as error:
+    raise WorkflowError(f"configuration error: {error}") from None
+
+GANBENCH = f"{shlex.quote(sys.executable)} -m benchmark.cli"
+RUNS = run_plan(config)
+DATASETS_USED = sorted(
+    {source["dataset"] for source in config["sources"].values()}
+    | {task["target"]["dataset"] for task in config["tasks"].values()}
+)
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_\-]+",
+    source=r"[A-Za-z0-9_\-]+",
+    task=r"[A-Za-z0-9_\-]+",
+    method=r"[A-Za-z0-9_+\-]+",
+    shots=r"\d+",
+    seed=r"\d+",
+
+
+def as_arg(values):
+    """A settings dict as one shell-quoted JSON argument (also what params compare to trigger reruns)."""
+    return shlex.quote(json.dumps(values, sort_keys=True))
+
+
+def dataset_file(name):
+    return f"results/data/{name}.npz"
+
+
+def task_source(task):
+    return config["tasks"][task]["source"]
+
+
+def source_checkpoint(run):
+    return f"results/pretrain/{task_source(run.task)}/seed{run.pretrain_seed}/checkpoint.pt"
+
+
+# Artefacts a method may declare in `requires`, and the files that provide them.
+ARTEFACT_FILES = {"source_checkpoint": source_checkpoint}
+
+
+def run_of(wildcards):
+    return run_for(config, wildcards.task, int(wildcards.shots), wildcards.method, int(wildcards.seed))
+
+
+def method_artefacts(wildcards):
+    run = run_of(wildcards)
+    return {name: ARTEFACT_FILES[name](run) for name in get_method(wildcards.method).requires}
