@@ -32,14 +32,13 @@ FEATURE_LAYER = "features"
 
 
 class DomainEncoder(nn.Module):
-    def __init__(self, channels: int, num_classes: int, feature_dim: int = 128) -> None:
+    def __init__(self, channels: int, num_classes: int, feature_dim: int = 128, image_size: int = 28) -> None:
         super().__init__()
         self.channels = channels
         self.trunk = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, feature_dim, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * (image_size // 4) ** 2, feature_dim), nn.ReLU(),
         )  # fmt: skip
         self.classifier = nn.Linear(feature_dim, num_classes)
 
@@ -73,7 +72,7 @@ def train_encoder(
     n_holdout = int(len(order) * holdout_fraction)
     holdout, train = order[:n_holdout], order[n_holdout:]
     channels = images.shape[1]
-    model = DomainEncoder(channels, len(class_names))
+    model = DomainEncoder(channels, len(class_names), image_size=images.shape[-1])
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
     x_all = torch.from_numpy(images)
     y_all = torch.from_numpy(labels)
@@ -94,13 +93,26 @@ def train_encoder(
     model.eval()
     with torch.no_grad():
         accuracy = _accuracy(model, x_all[holdout], y_all[holdout]) if n_holdout else float("nan")
+        prefixes = sorted({name.split("/", 1)[0] for name in class_names})
+        dataset_of_class = np.array([prefixes.index(name.split("/", 1)[0]) for name in class_names])
+        per_dataset = {
+            prefix: _accuracy(model, x_all[subset], y_all[subset])
+            for index, prefix in enumerate(prefixes)
+            if len(subset := holdout[dataset_of_class[labels[holdout]] == index])
+        }
         # KID's polynomial kernel scales with feature magnitude: fix one constant so that features have unit RMS.
         sample = torch.from_numpy(train[: min(len(train), 5000)])
         feature_scale = float(model.features(to_unit_range(x_all[sample])).pow(2).mean().sqrt())
     summary = {
-        "architecture": {"channels": channels, "num_classes": len(class_names), "feature_dim": model.classifier.in_features},
+        "architecture": {
+            "channels": channels,
+            "num_classes": len(class_names),
+            "feature_dim": model.classifier.in_features,
+            "image_size": int(images.shape[-1]),
+        },
         "feature_scale": feature_scale,
         "heldout_accuracy": accuracy,
+        "heldout_accuracy_per_dataset": per_dataset,
         "num_train_images": int(len(train)),
         "num_heldout_images": int(n_holdout),
         "class_names": class_names,
@@ -110,7 +122,7 @@ def train_encoder(
     tensors = {key: value.contiguous() for key, value in model.state_dict().items()}
     metadata = {"summary": json.dumps(summary, sort_keys=True)}
     atomic_save(output, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-    log.info("encoder: held-out accuracy %.4f on %d images", accuracy, n_holdout)
+    log.info("encoder: held-out accuracy %.4f on %d images (per dataset: %s)", accuracy, n_holdout, per_dataset)
     return summary
 
 

@@ -217,13 +217,15 @@ def train_gan(
         loss_g.backward()
         optimiser_g.step()
         if ema is not None:
-            update_ema(ema, generator, settings.ema_decay)
+            # Warm-up (as in TensorFlow's ExponentialMovingAverage): early on the average must not be
+            # dominated by the random initial weights.
+            update_ema(ema, generator, min(settings.ema_decay, (1.0 + step) / (10.0 + step)))
 
         values = {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
             raise TrainingDiverged(step, f"non-finite {', '.join(bad)}")
-        if step % settings.log_every == 0 or step == settings.steps:
+        if step % settings.log_every == 0 or step in (1, settings.steps):
             now = time.perf_counter()
             rate = (step - last_step) / max(now - last_time, 1e-9)
             last_time, last_step = now, step

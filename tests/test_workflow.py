@@ -1,0 +1,99 @@
+"""The real Snakemake workflow: a tiny config from data to table, the default DAG, and config validation."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from benchmark.config import load_config, run_plan, validate_config
+from benchmark.errors import BenchmarkError
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir: Path, configfile: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*SNAKEMAKE, "--cores", "2", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(configfile), *extra],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+
+
+def test_smoke_config_runs_from_data_to_table(tmp_path):
+    config_path = REPO / "tests" / "smoke_config.yaml"
+    result = snakemake(tmp_path, config_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    config = load_config(config_path)
+    runs = run_plan(config)
+    frame = pd.read_csv(tmp_path / "results" / "results.csv")
+    assert len(frame) == 2 * len(runs)  # FID and KID per run
+    assert set(frame["method"]) == {run.method for run in runs} and set(frame["seed"]) == {0, 1}
+    assert frame["value"].notna().all() and (frame["n_fake"] == 200).all()
+    assert set(frame.loc[frame["task"] == "digits_to_mnist", "n_real"]) == {300}
+
+    table = (tmp_path / "reports" / "results.md").read_text()
+    assert "## digits_5to9 (few-shot)" in table and "## digits_to_mnist (cross-domain)" in table
+    for method in {run.method for run in runs}:
+        assert re.search(rf"\| 5 \| {method} \| [\d.]+ \+/- [\d.]+ \| [\d.]+ \+/- [\d.]+ \| 2 \|", table), method
+
+    record = json.loads((tmp_path / runs[0].run_dir / "metrics.json").read_text())["records"][0]
+    for key in ("seed", "split_draw", "n_real", "n_fake", "feature_weights_sha256", "reference_sha256"):
+        assert record[key] is not None, key
+    assert record["run_config"]["target_dataset_sha256"] and record["environment"]["code_version"]
+    assert record["run_config"]["train_settings"]["steps"] == 10
+
+    # Tables regenerate from stored results without retraining.
+    (tmp_path / "reports" / "results.md").unlink()
+    again = snakemake(tmp_path, config_path, "--rerun-triggers", "mtime")
+    assert again.returncode == 0 and "rule adapt" not in again.stdout + again.stderr
+    assert (tmp_path / "reports" / "results.md").read_text() == table
+
+    # A changed adaptation hyperparameter reruns adaptation and what follows, not data, encoder or pretraining.
+    changed_config = yaml.safe_load(config_path.read_text())
+    changed_config["adapt"]["train"]["lr_g"] = 0.001
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(changed_config))
+    dry = snakemake(tmp_path, changed, "-n")
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, flags=re.MULTILINE))
+    assert int(counts["adapt"]) == int(counts["evaluate"]) == len(runs)
+    assert not {"prepare_data", "split_source", "split_task", "train_encoder", "pretrain"} & set(counts), counts
+
+
+def test_default_config_dry_run_lists_the_full_dag(tmp_path):
+    result = snakemake(tmp_path, REPO / "config" / "config.yaml", "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = load_config(REPO / "config" / "config.yaml")
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
+    assert int(counts["adapt"]) == int(counts["evaluate"]) == len(run_plan(config))
+    assert int(counts["pretrain"]) == len(config["sources"]) * len(config["pretrain"]["seeds"])
+    assert int(counts["train_encoder"]) == 1 and int(counts["table"]) == 1
+    kinds = {task["kind"] for task in config["tasks"].values()}
+    assert kinds == {"few-shot", "cross-domain"} and config["shots"] == [10] and len(config["seeds"]) >= 3
+
+
+def test_string_number_in_config_names_the_key(tmp_path):
+    config = yaml.safe_load((REPO / "tests" / "smoke_config.yaml").read_text())
+    config["adapt"]["train"]["lr_g"] = "1e-4"  # what YAML makes of 1e-4 without a dot
+    with pytest.raises(BenchmarkError, match=r"'adapt\.train\.lr_g'.*not of type 'number'.*1\.0e-4"):
+        validate_config(config)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, bad, "-n")
+    assert result.returncode != 0 and "adapt.train.lr_g" in result.stdout + result.stderr
+
+
+def test_unknown_method_in_config_lists_the_available_ones():
+    config = yaml.safe_load((REPO / "tests" / "smoke_config.yaml").read_text())
+    config["methods"] = ["finetune", "nope"]
+    from benchmark.config import method_names
+
+    with pytest.raises(BenchmarkError, match="Unknown method 'nope'. Available: finetune, scratch"):
+        method_names(validate_config(config))
