@@ -106,6 +106,16 @@ def generate(generator: Generator, count: int, seed: int, device: torch.device, 
     return torch.cat(batches).numpy()
 
 
+def _step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, penalty: torch.Tensor | None) -> torch.Tensor:
+    """One optimiser step on the adversarial loss plus the method's penalty (None: no penalty term at all)."""
+    if penalty is not None:
+        loss = loss + penalty
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    return loss
+
+
 def _differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     keys = sorted(set(stored) | set(current))
     return [f"{key}: checkpoint {stored.get(key)!r} vs now {current.get(key)!r}" for key in keys if stored.get(key) != current.get(key)]
@@ -200,22 +210,10 @@ def train_gan(
         z = torch.randn(settings.batch_size, generator.z_dim, generator=sampler).to(device)
         fake = generator(z)
         real_logits, fake_logits = discriminator(real), discriminator(fake.detach())
-        loss_d = discriminator_loss(settings.loss, real_logits, fake_logits)
-        penalty_d = hooks.discriminator_penalty(discriminator)
-        if penalty_d is not None:
-            loss_d = loss_d + penalty_d
-        optimiser_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        optimiser_d.step()
+        loss_d = _step(optimiser_d, discriminator_loss(settings.loss, real_logits, fake_logits), hooks.discriminator_penalty(discriminator))
 
         z = torch.randn(settings.batch_size, generator.z_dim, generator=sampler).to(device)
-        loss_g = generator_loss(settings.loss, discriminator(generator(z)))
-        penalty_g = hooks.generator_penalty(generator)
-        if penalty_g is not None:
-            loss_g = loss_g + penalty_g
-        optimiser_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        optimiser_g.step()
+        loss_g = _step(optimiser_g, generator_loss(settings.loss, discriminator(generator(z))), hooks.generator_penalty(generator))
         if ema is not None:
             # Warm-up (as in TensorFlow's ExponentialMovingAverage): early on the average must not be
             # dominated by the random initial weights.

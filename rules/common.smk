@@ -58,3 +58,30 @@ def run_of(wildcards):
 def method_artefacts(wildcards):
     run = run_of(wildcards)
     return {name: ARTEFACT_FILES[name](run) for name in get_method(wildcards.method).requires}
+
+
+def adapt_inputs(wildcards):
+    return {
+        "manifest": f"results/splits/tasks/{wildcards.task}.json",
+        "dataset": dataset_file(config["tasks"][wildcards.task]["target"]["dataset"]),
+        "encoder": "results/encoder/encoder.safetensors",
+        **method_artefacts(wildcards),
+    }
+
+
+def adapt_settings(wildcards):
+    run = run_of(wildcards)
+    return as_arg(
+        {
+            "method": run.method,
+            "method_hparams": config["adapt"]["method_hparams"].get(run.method, {}),
+            "shots": run.shots,
+            "seed": run.seed,
+            "split_draw": run.split_draw,
+            "pretrain_seed": run.pretrain_seed,
+            "architecture": config["architecture"],
+            "train": config["adapt"]["train"],
+            "evaluation": config["evaluation"],
+            "device": config["device"],
+        }
+    )

@@ -27,33 +27,6 @@ rule pretrain:
         "--dataset {input.dataset} --output-dir $(dirname {output.checkpoint}) 2>&1 | tee {log}"
 
 
-def adapt_inputs(wildcards):
-    return {
-        "manifest": f"results/splits/tasks/{wildcards.task}.json",
-        "dataset": dataset_file(config["tasks"][wildcards.task]["target"]["dataset"]),
-        "encoder": "results/encoder/encoder.safetensors",
-        **method_artefacts(wildcards),
-    }
-
-
-def adapt_settings(wildcards):
-    run = run_of(wildcards)
-    return as_arg(
-        {
-            "method": run.method,
-            "method_hparams": config["adapt"]["method_hparams"].get(run.method, {}),
-            "shots": run.shots,
-            "seed": run.seed,
-            "split_draw": run.split_draw,
-            "pretrain_seed": run.pretrain_seed,
-            "architecture": config["architecture"],
-            "train": config["adapt"]["train"],
-            "evaluation": config["evaluation"],
-            "device": config["device"],
-        }
-    )
-
-
 rule adapt:
     input:
         unpack(adapt_inputs),

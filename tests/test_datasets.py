@@ -113,3 +113,18 @@ def test_datasets_folder_does_not_shadow_the_datasets_package(tmp_path):
     code = f"import sys; sys.path[:0] = [{str(REPO)!r}]; sys.path.append({str(tmp_path / 'site')!r}); import datasets; print(datasets.MARKER)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.stdout.strip() == "the real datasets package", result.stderr
+
+
+def test_omniglot_torchvision_folder_layout(tmp_path):
+    """torchvision's layout: black ink on white PNGs; ink must come out bright, alphabets from folder names."""
+    for alphabet, characters in [("Latin", 2), ("Greek", 1)]:
+        for index in range(characters):
+            folder = tmp_path / "omniglot-py" / "images_background" / alphabet / f"character{index + 1:02d}"
+            folder.mkdir(parents=True)
+            for drawer in range(3):
+                pixels = np.full((105, 105), 255, dtype=np.uint8)
+                pixels[40:60, 20 + drawer : 80] = 0  # a black stroke
+                Image.fromarray(pixels).convert("1").save(folder / f"{drawer}.png")
+    dataset = prepare_dataset("og", "omniglot", {"root": str(tmp_path), "layout": "torchvision", "subsets": ["background"]}, 28, 1)
+    assert len(dataset.labels) == 9 and dataset.class_attributes["alphabet"] == ["Greek", "Latin", "Latin"]
+    assert dataset.images[:, 0, 0, 0].max() == 0 and dataset.images[:, 0, 13, 14].min() > 200
