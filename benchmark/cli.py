@@ -74,6 +74,29 @@ def cmd_split_task(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def cmd_split_meta(args: argparse.Namespace) -> None:
+    from benchmark.data import PreparedDataset
+    from benchmark.splits import build_meta_manifest, read_manifest, write_manifest
+
+    s = _settings(args.settings)
+    source = read_manifest(args.source_manifest, "source")
+    manifest = build_meta_manifest(
+        source, PreparedDataset.load(args.dataset), s["unit"], s["count"], s["support_size"], s["query_size"], s["split_seed"]
+    )
+    write_manifest(args.output, manifest)
+    log.info("meta-tasks of source '%s': %d tasks over %d %s units", source["name"], len(manifest["tasks"]), manifest["num_units"], manifest["unit"])
+
+
+def cmd_meta_train(args: argparse.Namespace) -> None:
+    from benchmark.meta import meta_train_source
+    from benchmark.provenance import resolve_device
+
+    s = _settings(args.settings)
+    meta_train_source(
+        args.manifest, args.dataset, s["method"], s["method_hparams"], s["architecture"], s["seed"], resolve_device(s["device"]), args.output_dir
+    )
+
+
 def cmd_train_encoder(args: argparse.Namespace) -> None:
     from benchmark.data import PreparedDataset
     from benchmark.encoder import encoder_training_set, train_encoder
@@ -162,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--source-manifest", type=Path, required=True)
     c.add_argument("--dataset", type=Path, required=True, help="the target dataset")
     c.add_argument("--output", type=Path, required=True)
+    c = add("split-meta", cmd_split_meta, "write a source's meta-training task manifest")
+    c.add_argument("--settings", required=True)
+    c.add_argument("--source-manifest", type=Path, required=True)
+    c.add_argument("--dataset", type=Path, required=True)
+    c.add_argument("--output", type=Path, required=True)
+    c = add("meta-train", cmd_meta_train, "meta-train G and D on a source's tasks (maml_gan, reptile)")
+    c.add_argument("--settings", required=True)
+    c.add_argument("--manifest", type=Path, required=True)
+    c.add_argument("--dataset", type=Path, required=True)
+    c.add_argument("--output-dir", type=Path, required=True)
     c = add("train-encoder", cmd_train_encoder, "train the domain encoder used as feature extractor")
     c.add_argument("--settings", required=True)
     c.add_argument("--manifests", type=Path, nargs="+", required=True)
@@ -200,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     try:
-        if args.command not in ("collect", "table", "methods", "split-source", "split-task", "prepare-data"):
+        if args.command not in ("collect", "table", "methods", "split-source", "split-task", "split-meta", "prepare-data"):
             from benchmark.provenance import configure_determinism
 
             configure_determinism(args.threads)

@@ -124,6 +124,12 @@ def method_names(config: dict[str, Any]) -> list[str]:
     return list(config["methods"])
 
 
+def method_hparams(config: dict[str, Any], method: str) -> dict[str, Any]:
+    """Hyperparameters of a method or variant: "freeze_d+diffaug" takes freeze_d's, then its own entries."""
+    table = config["adapt"]["method_hparams"]
+    return {**table.get(method.split("+")[0], {}), **table.get(method, {})}
+
+
 @dataclass(frozen=True)
 class AdaptationRun:
     task: str

@@ -15,14 +15,21 @@ from typing import Any, ClassVar
 
 import torch
 
+from benchmark.augment import diff_augment
 from benchmark.checkpoint import load_checkpoint, models_from_checkpoint
 from benchmark.errors import BenchmarkError
 from benchmark.models import Architecture, GANModels
 from benchmark.plugins import discover, lookup, plugin_folders
 from benchmark.training import TrainingHooks
 
-# Artefacts a method can require; the workflow maps each to the stage that produces it.
-ARTEFACTS = ("source_checkpoint",)
+# Artefacts a method can require; the workflow maps each to the stage that produces it. A method requiring
+# "meta_checkpoint" implements `meta_train`, which the meta-training stage runs once per source and seed.
+ARTEFACTS = ("source_checkpoint", "meta_checkpoint")
+
+# Switches any method can turn on by a name suffix, e.g. "freeze_d+diffaug": class attributes they set.
+MODIFIERS: dict[str, dict[str, Any]] = {
+    "diffaug": {"augmentation": ("color", "translation", "cutout")},  # Zhao et al., NeurIPS 2020
+}
 
 
 @dataclass(frozen=True)
@@ -47,9 +54,12 @@ class AdaptationContext:
 
     def source_models(self) -> GANModels:
         """G and D as the source pretraining left them (the EMA generator when one was kept)."""
-        path = self.artefacts.get("source_checkpoint")
+        return self.models_from("source_checkpoint")
+
+    def models_from(self, artefact: str) -> GANModels:
+        path = self.artefacts.get(artefact)
         if path is None:
-            raise BenchmarkError("This method needs the source checkpoint, but none was given (declare it in `requires`).")
+            raise BenchmarkError(f"This method needs the {artefact}, but none was given (declare it in `requires`).")
         return models_from_checkpoint(load_checkpoint(path, self.device), path, self.arch, self.device)
 
 
@@ -58,6 +68,7 @@ class Method(TrainingHooks):
     paper: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
     hyperparameters: ClassVar[dict[str, Hyperparameter]] = {}
+    augmentation: ClassVar[tuple[str, ...]] = ()  # DiffAugment policy, set by the "+diffaug" modifier
 
     def __init__(self, **hparams: Any) -> None:
         unknown = sorted(set(hparams) - set(self.hyperparameters))
@@ -68,6 +79,9 @@ class Method(TrainingHooks):
 
     def initialise(self, context: AdaptationContext) -> GANModels:
         return context.fresh_models()
+
+    def augment(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        return diff_augment(images, self.augmentation, rng) if self.augmentation else images
 
 
 @cache
@@ -80,5 +94,16 @@ def methods() -> dict[str, type[Method]]:
     return registry
 
 
+@cache
 def get_method(name: str) -> type[Method]:
-    return lookup(methods(), name, "method")
+    """A registered method, or a variant "<method>+<modifier>[+...]" with the modifiers' switches turned on."""
+    base, *modifiers = name.split("+")
+    cls = lookup(methods(), base, "method")
+    if not modifiers:
+        return cls
+    attributes: dict[str, Any] = {"name": name}
+    for modifier in modifiers:
+        if modifier not in MODIFIERS:
+            raise BenchmarkError(f"Unknown method modifier '+{modifier}' in '{name}'. Available: {', '.join(sorted(MODIFIERS))}.")
+        attributes.update(MODIFIERS[modifier])
+    return type(f"{cls.__name__}_{'_'.join(modifiers)}", (cls,), attributes)

@@ -8,8 +8,9 @@ stacked parameters work on them.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -123,3 +124,18 @@ class GANModels:
         init_weights(generator)
         init_weights(discriminator)
         return cls(arch, generator.to(device), discriminator.to(device))
+
+
+@contextlib.contextmanager
+def preserved_buffers(*modules: nn.Module) -> Iterator[None]:
+    """Restore every buffer on exit: forward passes in train mode update BatchNorm statistics and spectral-norm
+    vectors in place. Used where a pass must not change a model (learn2learn's clones share buffers with the
+    meta-model; EWC's Fisher estimate runs the source model)."""
+    saved = [[buffer.detach().clone() for buffer in module.buffers()] for module in modules]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, buffers in zip(modules, saved):
+                for buffer, value in zip(module.buffers(), buffers):
+                    buffer.copy_(value)

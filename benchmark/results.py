@@ -82,7 +82,28 @@ def render_markdown(frame: pd.DataFrame) -> str:
                 sizes.add(f"{row['n_real']} / {row['n_fake']}")
             lines.append(f"| {shots} | {method} | " + " | ".join(cells) + f" | {'/'.join(map(str, sorted(counts)))} | {'; '.join(sorted(sizes))} |")
         lines.append("")
+        for shots, rows in block[block["metric"] == HEADLINE[0][0]].groupby("shots", sort=True):
+            lines += [f"K = {shots}: {headline_comparison(rows)}", ""]
     return "\n".join(lines)
+
+
+def headline_comparison(rows: pd.DataFrame) -> str:
+    """Which method has the lowest mean headline metric, and whether the seeds resolve it from the runner-up."""
+    _, label, scale = HEADLINE[0]
+    ranked = rows.sort_values("mean", kind="stable")
+    if len(ranked) < 2:
+        return f"only {ranked.iloc[0]['method']} was run."
+    best, second = ranked.iloc[0], ranked.iloc[1]
+    text = (
+        f"lowest mean {label}: {best['method']} ({best['mean'] * scale:.2f}), runner-up {second['method']} "
+        f"({second['mean'] * scale:.2f}); difference {(second['mean'] - best['mean']) * scale:.2f}"
+    )
+    if min(best["n"], second["n"]) < 2:
+        return text + " (one seed each: no spread to compare with)."
+    standard_error = (best["std"] ** 2 / best["n"] + second["std"] ** 2 / second["n"]) ** 0.5
+    ratio = (second["mean"] - best["mean"]) / standard_error if standard_error > 0 else float("inf")
+    verdict = "larger than" if ratio > 2 else "within"
+    return text + f" = {ratio:.1f} standard errors of the difference, {verdict} 2 (n = {int(best['n'])} and {int(second['n'])} seeds)."
 
 
 def write_markdown_table(results_csv: Path, output: Path) -> None:

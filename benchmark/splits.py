@@ -195,3 +195,53 @@ def shots_for(manifest: dict[str, Any], shots: int, draw: int) -> list[int]:
         raise BenchmarkError(f"Task '{manifest['name']}' has no split for K = {shots} (has {sorted(by_k, key=int)}). Add K to `shots`.")
     draws = by_k[str(shots)]
     return draws[draw % len(draws)]
+
+
+def build_meta_manifest(
+    source_manifest: dict[str, Any],
+    dataset: PreparedDataset,
+    unit: str,
+    count: int,
+    support_size: int,
+    query_size: int,
+    split_seed: int,
+) -> dict[str, Any]:
+    """Meta-training tasks drawn from a source's training images, written once for every meta-learner.
+
+    A task is one `unit` of the source (a class, or the value of a class attribute such as Omniglot's
+    `alphabet`) with disjoint support and query images. Tasks are drawn with a seeded generator, never with
+    Python's global `random`, and meta-training walks through them in order.
+    """
+    indices = np.asarray(source_manifest["train"]["indices"])
+    labels = dataset.labels[indices]
+    if unit == "class":
+        unit_of_image = np.asarray(dataset.class_names, dtype=object)[labels]
+    elif unit in dataset.class_attributes:
+        unit_of_image = np.asarray(dataset.class_attributes[unit], dtype=object)[labels]
+    else:
+        raise BenchmarkError(
+            f"Meta-task unit '{unit}' is neither 'class' nor a class attribute of '{dataset.metadata['name']}' "
+            f"({sorted(dataset.class_attributes)})."
+        )
+    members = {name: indices[unit_of_image == name] for name in sorted(set(unit_of_image))}
+    needed = support_size + query_size
+    usable = sorted(name for name, images in members.items() if len(images) >= needed)
+    if not usable:
+        raise BenchmarkError(f"No {unit} of source '{source_manifest['name']}' has {needed} images for support + query. Lower the sizes.")
+    rng = _rng(split_seed, f"meta:{source_manifest['name']}:{unit}")
+    tasks = []
+    for _ in range(count):
+        name = usable[int(rng.integers(len(usable)))]
+        chosen = rng.choice(members[name], size=needed, replace=False)
+        tasks.append({"unit": str(name), "support": [int(i) for i in chosen[:support_size]], "query": [int(i) for i in chosen[support_size:]]})
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "kind": "meta",
+        "source": {"name": source_manifest["name"], "manifest_sha256": sha256_json(source_manifest), "dataset": source_manifest["dataset"]},
+        "unit": unit,
+        "num_units": len(usable),
+        "split_seed": split_seed,
+        "support_size": support_size,
+        "query_size": query_size,
+        "tasks": tasks,
+    }

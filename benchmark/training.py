@@ -56,7 +56,15 @@ class TrainingHooks:
     """What a method may change in plain GAN training. The defaults are plain training."""
 
     def trainable_parameters(self, generator: Generator, discriminator: Discriminator) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """Called once per training run, after both models were put in train mode."""
         return list(generator.parameters()), list(discriminator.parameters())
+
+    def make_optimiser(self, parameters: list[nn.Parameter], lr: float, settings: "TrainSettings") -> torch.optim.Optimizer:
+        return torch.optim.Adam(parameters, lr=lr, betas=(settings.beta1, settings.beta2))
+
+    def augment(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """Applied to every batch D sees, real and fake, in both the D and the G step."""
+        return images
 
     def generator_penalty(self, generator: Generator) -> torch.Tensor | None:
         return None
@@ -142,9 +150,11 @@ def train_gan(
     log_path = run_dir / "train_log.jsonl"
     device = real_images.device
     generator, discriminator = models.generator, models.discriminator
+    generator.train()
+    discriminator.train()
     params_g, params_d = hooks.trainable_parameters(generator, discriminator)
-    optimiser_g = torch.optim.Adam(params_g, lr=settings.lr_g, betas=(settings.beta1, settings.beta2))
-    optimiser_d = torch.optim.Adam(params_d, lr=settings.lr_d, betas=(settings.beta1, settings.beta2))
+    optimiser_g = hooks.make_optimiser(params_g, settings.lr_g, settings)
+    optimiser_d = hooks.make_optimiser(params_d, settings.lr_d, settings)
     ema = copy.deepcopy(generator).requires_grad_(False) if settings.ema_decay > 0 else None
     # Batches and noise come from one generator whose state is checkpointed: a resumed run draws what an
     # uninterrupted one would have drawn.
@@ -202,18 +212,18 @@ def train_gan(
             log.info("step %d: evaluation %s", step, result)
 
     num_real = real_images.shape[0]
-    generator.train()
-    discriminator.train()
     started, last_time, last_step = time.perf_counter(), time.perf_counter(), start_step
     for step in range(start_step + 1, settings.steps + 1):
         real = real_images[torch.randint(num_real, (settings.batch_size,), generator=sampler).to(device)]
         z = torch.randn(settings.batch_size, generator.z_dim, generator=sampler).to(device)
         fake = generator(z)
-        real_logits, fake_logits = discriminator(real), discriminator(fake.detach())
+        real_logits = discriminator(hooks.augment(real, sampler))
+        fake_logits = discriminator(hooks.augment(fake.detach(), sampler))
         loss_d = _step(optimiser_d, discriminator_loss(settings.loss, real_logits, fake_logits), hooks.discriminator_penalty(discriminator))
 
         z = torch.randn(settings.batch_size, generator.z_dim, generator=sampler).to(device)
-        loss_g = _step(optimiser_g, generator_loss(settings.loss, discriminator(generator(z))), hooks.generator_penalty(generator))
+        fake_logits_g = discriminator(hooks.augment(generator(z), sampler))
+        loss_g = _step(optimiser_g, generator_loss(settings.loss, fake_logits_g), hooks.generator_penalty(generator))
         if ema is not None:
             # Warm-up (as in TensorFlow's ExponentialMovingAverage): early on the average must not be
             # dominated by the random initial weights.

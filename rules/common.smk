@@ -3,7 +3,7 @@ import json
 import shlex
 import sys
 
-from benchmark.config import dataset_options, method_names, run_for, run_plan, validate_config
+from benchmark.config import dataset_options, method_hparams, method_names, run_for, run_plan, validate_config
 from benchmark.errors import BenchmarkError
 from benchmark.methods import get_method
 
@@ -47,8 +47,14 @@ def source_checkpoint(run):
     return f"results/pretrain/{task_source(run.task)}/seed{run.pretrain_seed}/checkpoint.pt"
 
 
+def meta_checkpoint(run):
+    # Variants ("maml_gan+diffaug") adapt from their base method's meta-training.
+    base = run.method.split("+")[0]
+    return f"results/metatrain/{task_source(run.task)}/{base}/seed{run.pretrain_seed}/checkpoint.pt"
+
+
 # Artefacts a method may declare in `requires`, and the files that provide them.
-ARTEFACT_FILES = {"source_checkpoint": source_checkpoint}
+ARTEFACT_FILES = {"source_checkpoint": source_checkpoint, "meta_checkpoint": meta_checkpoint}
 
 
 def run_of(wildcards):
@@ -74,7 +80,7 @@ def adapt_settings(wildcards):
     return as_arg(
         {
             "method": run.method,
-            "method_hparams": config["adapt"]["method_hparams"].get(run.method, {}),
+            "method_hparams": method_hparams(config, run.method),
             "shots": run.shots,
             "seed": run.seed,
             "split_draw": run.split_draw,

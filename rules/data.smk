@@ -37,6 +37,24 @@ rule split_source:
         "{GANBENCH} split-source --name {wildcards.source} --settings {params.settings} --dataset {input} --output {output} 2>&1 | tee {log}"
 
 
+rule split_meta:
+    input:
+        manifest="results/splits/sources/{source}.json",
+        dataset=lambda w: dataset_file(config["sources"][w.source]["dataset"]),
+    output:
+        "results/splits/meta/{source}.json",
+    params:
+        settings=lambda w: as_arg({**config["meta"], "split_seed": config["split_seed"]}),
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    log:
+        "results/logs/split_meta/{source}.log",
+    shell:
+        "{GANBENCH} split-meta --settings {params.settings} --source-manifest {input.manifest} --dataset {input.dataset} "
+        "--output {output} 2>&1 | tee {log}"
+
+
 rule split_task:
     input:
         source=lambda w: f"results/splits/sources/{task_source(w.task)}.json",

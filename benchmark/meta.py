@@ -1,0 +1,178 @@
+"""Meta-learning of GAN initialisations: the shared machinery and the meta-training stage.
+
+A meta-learner (e.g. `methods/maml_gan.py`, `methods/reptile.py`) subclasses `MetaMethod` and says only how one
+outer update is computed from a batch of tasks (`meta_step`). What they share lives here: the inner loop
+(alternating D and G steps on a task's support images), protection of the meta-model's buffers, and the stage
+that walks through the task manifest and writes a checkpoint every adaptation method can start from.
+
+Adaptation of a meta-learned initialisation runs the same inner procedure (plain SGD at the inner learning
+rate) on the K shots for the adaptation budget.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from benchmark.checkpoint import save_checkpoint
+from benchmark.data import PreparedDataset
+from benchmark.errors import BenchmarkError
+from benchmark.hashing import sha256_json
+from benchmark.io import atomic_write_json, atomic_write_text
+from benchmark.methods import AdaptationContext, Hyperparameter, Method, get_method
+from benchmark.models import Discriminator, GANModels, Generator
+from benchmark.provenance import environment
+from benchmark.splits import check_dataset_matches, read_manifest
+from benchmark.training import TrainSettings, as_training_tensor, discriminator_loss, generator_loss
+
+log = logging.getLogger(__name__)
+
+Task = tuple[torch.Tensor, torch.Tensor]  # (support images, query images), float in [-1, 1]
+
+
+def inner_loop(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    support: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    loss: str,
+    rng: torch.Generator,
+    step_d: Callable[[torch.Tensor], None],
+    step_g: Callable[[torch.Tensor], None],
+) -> None:
+    """Alternating D and G steps on one task's support images, as the adaptation loop takes them."""
+    device = support.device
+    for _ in range(steps):
+        real = support[torch.randint(len(support), (batch_size,), generator=rng).to(device)]
+        z = torch.randn(batch_size, generator.z_dim, generator=rng).to(device)
+        step_d(discriminator_loss(loss, discriminator(real), discriminator(generator(z).detach())))
+        z = torch.randn(batch_size, generator.z_dim, generator=rng).to(device)
+        step_g(generator_loss(loss, discriminator(generator(z))))
+
+
+def accumulate_gradients(parameters: list[nn.Parameter], gradients: tuple[torch.Tensor | None, ...], scale: float) -> None:
+    for parameter, gradient in zip(parameters, gradients):
+        if gradient is None:
+            continue
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+        parameter.grad += gradient.detach() * scale
+
+
+class MetaMethod(Method):
+    """Base class of meta-learners. Subclasses implement `meta_step`."""
+
+    requires = ("meta_checkpoint",)
+    hyperparameters = {
+        "inner_lr": Hyperparameter(default=1e-2, search=(1e-4, 1e-1), log_scale=True, help="SGD lr of the inner loop and of adaptation"),
+        "inner_steps": Hyperparameter(default=5, search=(1, 20), help="alternating D/G steps per task"),
+        "inner_batch_size": Hyperparameter(default=32),
+        "meta_iterations": Hyperparameter(default=300, search=(100, 20000), log_scale=True),
+        "meta_batch_size": Hyperparameter(default=4, search=(1, 16), help="tasks per outer update"),
+        "outer_lr": Hyperparameter(default=1e-4, search=(1e-5, 1e-3), log_scale=True),
+        "loss": Hyperparameter(default="nonsaturating", search=("nonsaturating", "hinge")),
+    }
+
+    def initialise(self, context: AdaptationContext) -> GANModels:
+        return context.models_from("meta_checkpoint")
+
+    def make_optimiser(self, parameters: list[nn.Parameter], lr: float, settings: TrainSettings) -> torch.optim.Optimizer:
+        return torch.optim.SGD(parameters, lr=self.hparams["inner_lr"])  # the inner procedure, on the K shots
+
+    def outer_optimisers(self, models: GANModels) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        if not hasattr(self, "_outer"):
+            lr = self.hparams["outer_lr"]
+            self._outer = (
+                torch.optim.Adam([p for p in models.generator.parameters() if p.requires_grad], lr=lr, betas=(0.5, 0.999)),
+                torch.optim.Adam([p for p in models.discriminator.parameters() if p.requires_grad], lr=lr, betas=(0.5, 0.999)),
+            )
+        return self._outer
+
+    def meta_step(self, models: GANModels, tasks: list[Task], rng: torch.Generator) -> dict[str, float]:
+        """One outer update of the meta-parameters from a batch of tasks; returns losses to log."""
+        raise NotImplementedError
+
+
+@torch.no_grad()
+def refresh_buffers(generator: Generator, discriminator: Discriminator, images: torch.Tensor, rng: torch.Generator, passes: int = 20) -> None:
+    """Running statistics for the final meta-parameters: BatchNorm statistics of G and spectral-norm vectors of D
+    (kept untouched by the inner loops) are estimated by forward passes in train mode."""
+    generator.train()
+    discriminator.train()
+    for _ in range(passes):
+        z = torch.randn(64, generator.z_dim, generator=rng).to(images.device)
+        discriminator(generator(z))
+        discriminator(images[torch.randint(len(images), (64,), generator=rng).to(images.device)])
+
+
+def meta_train_source(
+    meta_manifest_path: Path,
+    dataset_path: Path,
+    method_name: str,
+    method_hparams: dict[str, Any],
+    architecture: dict[str, Any],
+    seed: int,
+    device: torch.device,
+    output_dir: Path,
+    log_every: int = 25,
+) -> None:
+    from benchmark.runs import architecture_for
+
+    manifest = read_manifest(meta_manifest_path, "meta")
+    dataset = PreparedDataset.load(dataset_path)
+    check_dataset_matches(manifest["source"]["dataset"], dataset, meta_manifest_path)
+    method_class = get_method(method_name)
+    if not issubclass(method_class, MetaMethod):
+        raise BenchmarkError(f"Method '{method_name}' is not a meta-learner (it does not subclass MetaMethod): it has no meta-training stage.")
+    method = method_class(**method_hparams)
+    arch = architecture_for(dataset, architecture)
+    models = GANModels.fresh(arch, seed, device)
+    used = sorted({i for task in manifest["tasks"] for i in task["support"] + task["query"]})
+    position = {index: row for row, index in enumerate(used)}
+    images = as_training_tensor(dataset.images[used], device)
+
+    def task_images(task: dict[str, Any]) -> Task:
+        return images[[position[i] for i in task["support"]]], images[[position[i] for i in task["query"]]]
+
+    rng = torch.Generator().manual_seed(seed)
+    hp = method.hparams
+    records, started = [], time.perf_counter()
+    for iteration in range(1, hp["meta_iterations"] + 1):
+        first = (iteration - 1) * hp["meta_batch_size"]
+        batch = [task_images(manifest["tasks"][(first + b) % len(manifest["tasks"])]) for b in range(hp["meta_batch_size"])]
+        losses = method.meta_step(models, batch, rng)
+        if iteration % log_every == 0 or iteration in (1, hp["meta_iterations"]):
+            rate = iteration / (time.perf_counter() - started)
+            records.append(json.dumps({"iteration": iteration, **losses}, sort_keys=True))
+            log.info("meta-iteration %d/%d  %s  (%.2f it/s)", iteration, hp["meta_iterations"], losses, rate)
+    refresh_buffers(models.generator, models.discriminator, images, rng)
+    identity = {
+        "stage": "meta_train",
+        "method": method_name,
+        "method_hparams": method.hparams,
+        "meta_manifest_sha256": sha256_json(manifest),
+        "dataset_sha256": dataset.content_sha256,
+        "architecture": arch.to_dict(),
+        "seed": seed,
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / "meta_log.jsonl", "".join(line + "\n" for line in records))
+    save_checkpoint(
+        output_dir / "checkpoint.pt",
+        {
+            "step": hp["meta_iterations"],
+            "architecture": arch.to_dict(),
+            "identity_json": json.dumps(identity, sort_keys=True),
+            "generator": models.generator.state_dict(),
+            "discriminator": models.discriminator.state_dict(),
+            "generator_ema": None,
+        },
+    )
+    atomic_write_json(output_dir / "config.json", {**identity, "environment": environment(), "seconds": time.perf_counter() - started})
