@@ -16,7 +16,7 @@ from benchmark.models import preserved_buffers
 from benchmark.methods import get_method
 from benchmark.models import Architecture, GANModels
 from benchmark.splits import build_meta_manifest, build_source_manifest
-from benchmark.training import as_training_tensor
+from benchmark.training import TrainingHooks, TrainSettings, as_training_tensor, train_gan
 from conftest import run_cli, save_prepared
 
 ARCH = Architecture(width=8)
@@ -118,3 +118,57 @@ def test_meta_methods_adapt_with_the_inner_procedure():
     models = GANModels.fresh(ARCH, 0)
     optimiser = method.make_optimiser(list(models.generator.parameters()), lr=123.0, settings=None)
     assert isinstance(optimiser, torch.optim.SGD) and optimiser.param_groups[0]["lr"] == 0.05
+
+
+def _level_images(level: float, count: int, rng: torch.Generator) -> torch.Tensor:
+    return (torch.full((count, 1, 8, 8), level) + 0.02 * torch.randn(count, 1, 8, 8, generator=rng)).clamp(-1, 1)
+
+
+def _error_after_inner_steps(models: GANModels, levels: list[float], hp: dict) -> float:
+    """The toy's loss: mean squared distance of generated images to the task's level, after the inner procedure."""
+    errors = []
+    for level in levels:
+        generator, discriminator = copy.deepcopy(models.generator), copy.deepcopy(models.discriminator)
+        method = get_method("maml_gan")(inner_lr=hp["inner_lr"])
+
+        def sgd(module):
+            optimiser = method.make_optimiser(list(module.parameters()), lr=0.0, settings=None)
+
+            def step(loss):
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+
+            return step
+
+        support = _level_images(level, 10, torch.Generator().manual_seed(7))
+        inner_loop(generator, discriminator, support, hp["inner_steps"], 16, "nonsaturating", torch.Generator().manual_seed(1), sgd(discriminator), sgd(generator))
+        with torch.no_grad():
+            samples = generator(torch.randn(256, generator.z_dim, generator=torch.Generator().manual_seed(3)))
+        errors.append(float((samples - level).pow(2).mean()))
+    return sum(errors) / len(errors)
+
+
+def test_meta_learned_initialisation_adapts_faster_than_a_pretrained_one(tmp_path):
+    """Toy family: each task is 8x8 images of one brightness level. MAML-GAN meta-trains on 9 levels; a plain GAN
+    is pretrained on the union of the same images for twice as many steps. After the same 5 inner steps on an
+    unseen level, the meta-learned G must be closer to it (seen here: 0.038 vs 0.060)."""
+
+    arch = Architecture(image_size=8, width=8, z_dim=4, generator_norm="none")
+    hp = {"inner_steps": 5, "inner_lr": 0.1, "inner_batch_size": 16, "meta_batch_size": 4, "outer_lr": 3e-3}
+    train_levels = torch.linspace(-0.8, 0.8, 9).tolist()
+    test_levels = [-0.7, -0.3, 0.1, 0.5, 0.7]
+    data = torch.Generator().manual_seed(0)
+    iterations = 300
+
+    meta_learner, meta_models, rng = get_method("maml_gan")(**hp), GANModels.fresh(arch, 0), torch.Generator().manual_seed(0)
+    for iteration in range(iterations):
+        levels = [train_levels[(iteration * 4 + b) % len(train_levels)] for b in range(4)]
+        meta_learner.meta_step(meta_models, [(_level_images(c, 10, data), _level_images(c, 10, data)) for c in levels], rng)
+
+    union = torch.cat([_level_images(c, 200, data) for c in train_levels])
+    settings = TrainSettings(steps=2 * iterations, batch_size=32, lr_g=2e-4, lr_d=4e-4, beta1=0.0, beta2=0.9, log_every=100)
+    pretrained = train_gan(GANModels.fresh(arch, 0), union, settings, 0, tmp_path, TrainingHooks(), {"toy": "pretrained"})
+    meta_error = _error_after_inner_steps(meta_models, test_levels, hp)
+    pretrained_error = _error_after_inner_steps(pretrained, test_levels, hp)
+    assert meta_error < 0.8 * pretrained_error, (meta_error, pretrained_error)

@@ -42,7 +42,8 @@ def test_smoke_config_runs_from_data_to_table(tmp_path):
     table = (tmp_path / "reports" / "results.md").read_text()
     assert "## digits_5to9 (few-shot)" in table and "## digits_to_mnist (cross-domain)" in table
     for method in {run.method for run in runs}:
-        assert re.search(rf"\| 5 \| {method} \| [\d.]+ \+/- [\d.]+ \| [\d.]+ \+/- [\d.]+ \| 2 \|", table), method
+        assert re.search(rf"\| 5 \| {re.escape(method)} \| [\d.]+ \+/- [\d.]+ \| [\d.]+ \+/- [\d.]+ \| 2 \|", table), method
+    assert "K = 5: lowest mean KID" in table
 
     record = json.loads((tmp_path / runs[0].run_dir / "metrics.json").read_text())["records"][0]
     for key in ("seed", "split_draw", "n_real", "n_fake", "feature_weights_sha256", "reference_sha256"):
@@ -77,6 +78,19 @@ def test_default_config_dry_run_lists_the_full_dag(tmp_path):
     assert int(counts["train_encoder"]) == 1 and int(counts["table"]) == 1
     kinds = {task["kind"] for task in config["tasks"].values()}
     assert kinds == {"few-shot", "cross-domain"} and config["shots"] == [10] and len(config["seeds"]) >= 3
+
+
+def test_full_preset_covers_every_method_and_shot_count(tmp_path):
+    from benchmark.methods import methods
+
+    config = load_config(REPO / "config" / "full.yaml")
+    assert set(config["methods"]) >= set(methods()) | {f"{name}+diffaug" for name in methods() if name != "scratch"}
+    assert config["shots"] == [1, 5, 10, 50] and len(config["seeds"]) >= 5 and len(config["pretrain"]["seeds"]) > 1
+    assert {task["kind"] for task in config["tasks"].values()} == {"few-shot", "cross-domain"}
+    result = snakemake(tmp_path, REPO / "config" / "full.yaml", "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
+    assert int(counts["adapt"]) == len(run_plan(config)) == 5 * 4 * len(config["methods"]) * 5
 
 
 def test_string_number_in_config_names_the_key(tmp_path):
