@@ -2,7 +2,8 @@
 
 A meta-learner (e.g. `methods/maml_gan.py`, `methods/reptile.py`) subclasses `MetaMethod` and says only how one
 outer update is computed from a batch of tasks (`meta_step`). What they share lives here: the inner loop
-(alternating D and G steps on a task's support images), protection of the meta-model's buffers, and the stage
+(alternating D and G steps on a task's support images), the outer optimisers, the final refresh of the
+meta-model's buffers (inner loops must leave them alone: `benchmark.models.preserved_buffers`), and the stage
 that walks through the task manifest and writes a checkpoint every adaptation method can start from.
 
 Adaptation of a meta-learned initialisation runs the same inner procedure (plain SGD at the inner learning
@@ -28,6 +29,7 @@ from benchmark.io import atomic_write_json, atomic_write_text
 from benchmark.methods import AdaptationContext, Hyperparameter, Method, get_method
 from benchmark.models import Discriminator, GANModels, Generator
 from benchmark.provenance import environment
+from benchmark.runs import architecture_for
 from benchmark.splits import check_dataset_matches, read_manifest
 from benchmark.training import TrainSettings, as_training_tensor, discriminator_loss, generator_loss
 
@@ -123,8 +125,6 @@ def meta_train_source(
     output_dir: Path,
     log_every: int = 25,
 ) -> None:
-    from benchmark.runs import architecture_for
-
     manifest = read_manifest(meta_manifest_path, "meta")
     dataset = PreparedDataset.load(dataset_path)
     check_dataset_matches(manifest["source"]["dataset"], dataset, meta_manifest_path)

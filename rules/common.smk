@@ -3,18 +3,17 @@ import json
 import shlex
 import sys
 
-from benchmark.config import dataset_options, method_hparams, method_names, run_for, run_plan, validate_config
+from benchmark.config import dataset_options, method_hparams, run_for, run_plan, validate_config
 from benchmark.errors import BenchmarkError
 from benchmark.methods import get_method
 
 try:
     validate_config(config)
-    METHODS = method_names(config)
+    RUNS = run_plan(config)  # also resolves the method names: unknown ones fail here, listing the available ones
 except BenchmarkError as error:
     raise WorkflowError(f"configuration error: {error}") from None
 
 GANBENCH = f"{shlex.quote(sys.executable)} -m benchmark.cli"
-RUNS = run_plan(config)
 DATASETS_USED = sorted(
     {source["dataset"] for source in config["sources"].values()}
     | {task["target"]["dataset"] for task in config["tasks"].values()}

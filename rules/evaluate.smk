@@ -15,6 +15,8 @@ rule evaluate:
         runtime=15,
     log:
         "results/logs/evaluate/{task}/k{shots}/{method}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{task}/k{shots}/{method}/seed{seed}.tsv"
     shell:
         "{GANBENCH} --threads {threads} evaluate --settings {params.settings} --run-dir $(dirname {input.checkpoint}) "
         "--manifest {input.manifest} --dataset {input.dataset} --encoder {input.encoder} --output {output} 2>&1 | tee {log}"
