@@ -117,11 +117,10 @@ def dataset_options(config: dict[str, Any], dataset: str) -> dict[str, Any]:
 def method_names(config: dict[str, Any]) -> list[str]:
     from benchmark.methods import get_method, methods
 
-    if config["methods"] == "all":
-        return sorted(methods())
-    for name in config["methods"]:
-        get_method(name)  # unknown names fail here, listing the available ones
-    return list(config["methods"])
+    names = sorted(methods()) if config["methods"] == "all" else list(config["methods"])
+    for name in names:  # unknown names and bad hyperparameters fail here, before any job runs
+        get_method(name)(**method_hparams(config, name))
+    return names
 
 
 def method_hparams(config: dict[str, Any], method: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import struct
+import zipfile
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -82,11 +83,14 @@ class PreparedDataset:
                 f"Prepared dataset {npz_path} (or its {json_path.name}) is missing. Run the prepare-data stage "
                 "(snakemake does this) before the stages that read it."
             )
-        metadata = json.loads(json_path.read_text())
-        with np.load(npz_path, allow_pickle=False) as archive:
-            images = archive["images"]
-            labels = archive["labels"]
-            attributes = {key[5:]: archive[key] for key in archive.files if key.startswith("attr_")}
+        try:
+            metadata = json.loads(json_path.read_text())
+            with np.load(npz_path, allow_pickle=False) as archive:
+                images = archive["images"]
+                labels = archive["labels"]
+                attributes = {key[5:]: archive[key] for key in archive.files if key.startswith("attr_")}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise BenchmarkError(f"Prepared dataset {npz_path} is unreadable ({error}). Delete it and rerun prepare-data.") from error
         if sha256_arrays(images, labels) != metadata["content_sha256"]:
             raise BenchmarkError(
                 f"{npz_path} does not match the content hash in {json_path.name}: the file changed or is corrupt. "
@@ -103,6 +107,11 @@ class DataSource:
 
     def __init__(self, **options: Any) -> None:
         self.options = options
+
+    def option(self, key: str) -> Any:
+        if key not in self.options:
+            raise BenchmarkError(f"Dataset source '{self.name}' needs the option '{key}' (under datasets.<name>.options).")
+        return self.options[key]
 
     def load(self) -> RawDataset:
         raise NotImplementedError
@@ -171,12 +180,15 @@ def require_files(paths: Sequence[Path], what: str, how_to_get: str) -> None:
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (MNIST format), gzipped or not."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+        shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    except (OSError, EOFError, struct.error) as error:
+        raise BenchmarkError(f"{path} is not a readable IDX file ({error}). Replace it with the original file.") from error
     if zero != 0 or dtype_code != 0x08:
         raise BenchmarkError(f"{path} is not an unsigned-byte IDX file. Point the dataset at the original IDX files.")
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
         raise BenchmarkError(f"{path} is truncated: header says {shape}, found {array.size} values. Re-fetch the file.")

@@ -74,10 +74,10 @@ class MetaMethod(Method):
     requires = ("meta_checkpoint",)
     hyperparameters = {
         "inner_lr": Hyperparameter(default=1e-2, search=(1e-4, 1e-1), log_scale=True, help="SGD lr of the inner loop and of adaptation"),
-        "inner_steps": Hyperparameter(default=5, search=(1, 20), help="alternating D/G steps per task"),
-        "inner_batch_size": Hyperparameter(default=32),
-        "meta_iterations": Hyperparameter(default=300, search=(100, 20000), log_scale=True),
-        "meta_batch_size": Hyperparameter(default=4, search=(1, 16), help="tasks per outer update"),
+        "inner_steps": Hyperparameter(default=5, minimum=1, search=(1, 20), help="alternating D/G steps per task"),
+        "inner_batch_size": Hyperparameter(default=32, minimum=1),
+        "meta_iterations": Hyperparameter(default=300, minimum=1, search=(100, 20000), log_scale=True),
+        "meta_batch_size": Hyperparameter(default=4, minimum=1, search=(1, 16), help="tasks per outer update"),
         "outer_lr": Hyperparameter(default=1e-4, search=(1e-5, 1e-3), log_scale=True),
         "loss": Hyperparameter(default="nonsaturating", search=("nonsaturating", "hinge")),
     }
@@ -85,7 +85,12 @@ class MetaMethod(Method):
     def initialise(self, context: AdaptationContext) -> GANModels:
         return context.models_from("meta_checkpoint")
 
-    def make_optimiser(self, parameters: list[nn.Parameter], lr: float, settings: TrainSettings) -> torch.optim.Optimizer:
+    def make_optimiser(self, parameters: list[nn.Parameter], lr: float, settings: TrainSettings | None) -> torch.optim.Optimizer:
+        if settings is not None and settings.loss != self.hparams["loss"]:
+            raise BenchmarkError(
+                f"{self.name} meta-trained with the {self.hparams['loss']} loss but would adapt with {settings.loss}: "
+                f"set adapt.method_hparams.{self.name}.loss to '{settings.loss}' (or the adapt loss to match)."
+            )
         return torch.optim.SGD(parameters, lr=self.hparams["inner_lr"])  # the inner procedure, on the K shots
 
     def outer_optimisers(self, models: GANModels) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
@@ -104,14 +109,22 @@ class MetaMethod(Method):
 
 @torch.no_grad()
 def refresh_buffers(generator: Generator, discriminator: Discriminator, images: torch.Tensor, rng: torch.Generator, passes: int = 20) -> None:
-    """Running statistics for the final meta-parameters: BatchNorm statistics of G and spectral-norm vectors of D
-    (kept untouched by the inner loops) are estimated by forward passes in train mode."""
+    """Running statistics for the final meta-parameters (the inner loops left them untouched): BatchNorm
+    statistics of G re-estimated from scratch as a cumulative average, and spectral-norm vectors of D brought
+    up to date by power iterations, through forward passes in train mode."""
     generator.train()
     discriminator.train()
+    norms = [module for module in generator.modules() if isinstance(module, nn.BatchNorm2d)]
+    momenta = [module.momentum for module in norms]
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative moving average: no trace of the initial mean 0 / variance 1
     for _ in range(passes):
         z = torch.randn(64, generator.z_dim, generator=rng).to(images.device)
         discriminator(generator(z))
         discriminator(images[torch.randint(len(images), (64,), generator=rng).to(images.device)])
+    for module, momentum in zip(norms, momenta):
+        module.momentum = momentum
 
 
 def meta_train_source(

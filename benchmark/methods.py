@@ -38,6 +38,21 @@ class Hyperparameter:
     search: tuple[Any, ...] | None = None  # (low, high) for numbers, or a tuple of choices
     log_scale: bool = False
     help: str = ""
+    minimum: float = 0  # smallest value that means something (1 for counts)
+
+    def check(self, key: str, value: Any) -> None:
+        """A value must have the default's type (an int passes for a float); text and flags must be a choice."""
+        expected = type(self.default)
+        fits = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            fits = True
+        if not fits:
+            hint = " YAML reads 1e-4 without a dot as text: write 1.0e-4." if isinstance(value, str) else ""
+            raise BenchmarkError(f"Hyperparameter '{key}' = {value!r} should be of type {expected.__name__}.{hint}")
+        if expected in (str, bool) and self.search is not None and value not in self.search:
+            raise BenchmarkError(f"Hyperparameter '{key}' = {value!r} is not one of {list(self.search)}.")
+        if expected in (int, float) and value < self.minimum:
+            raise BenchmarkError(f"Hyperparameter '{key}' = {value!r} is below its minimum {self.minimum}.")
 
 
 @dataclass
@@ -75,6 +90,8 @@ class Method(TrainingHooks):
         if unknown:
             allowed = ", ".join(sorted(self.hyperparameters)) or "none"
             raise BenchmarkError(f"Method '{self.name}' has no hyperparameter(s) {unknown}; it takes: {allowed}.")
+        for key, value in hparams.items():
+            self.hyperparameters[key].check(f"{self.name}.{key}", value)
         self.hparams = {key: spec.default for key, spec in self.hyperparameters.items()} | hparams
 
     def initialise(self, context: AdaptationContext) -> GANModels:

@@ -113,11 +113,11 @@ def build_task_manifest(
     shot_pool_size = spec["shot_pool_size"]
     if max(shots) > shot_pool_size:
         raise BenchmarkError(f"{what}: K = {max(shots)} shots exceed its shot_pool_size {shot_pool_size}. Raise shot_pool_size or lower K.")
-    needed = validation_size + shot_pool_size + 1
+    needed = validation_size + shot_pool_size + 2  # FID/KID need at least two reference images
     if len(pool) < needed:
         raise BenchmarkError(
             f"{what}: the target selection has {len(pool)} images, fewer than validation_size ({validation_size}) "
-            f"+ shot_pool_size ({shot_pool_size}) + at least one reference image. Lower K, the validation size or "
+            f"+ shot_pool_size ({shot_pool_size}) + two reference images. Lower K, the validation size or "
             "the shot pool, or select more target images."
         )
     if source_manifest["dataset"]["name"] == target.metadata["name"]:

@@ -146,7 +146,9 @@ def train_gan(
     Returns the models to evaluate: G (the EMA copy when enabled) and D.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = run_dir / "checkpoint.pt"
+    # Mid-run state goes to resume.pt, the finished run to checkpoint.pt: a workflow manager may delete a job's
+    # declared outputs (checkpoint.pt) before rerunning it, but keeps resume.pt, so a killed job resumes.
+    checkpoint_path, resume_path = run_dir / "checkpoint.pt", run_dir / "resume.pt"
     log_path = run_dir / "train_log.jsonl"
     device = real_images.device
     generator, discriminator = models.generator, models.discriminator
@@ -163,12 +165,13 @@ def train_gan(
     start_step = 0
     records: list[str] = []
 
-    if checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path, map_location=device)
+    existing = next((path for path in (checkpoint_path, resume_path) if path.exists()), None)
+    if existing is not None:
+        state = load_checkpoint(existing, map_location=device)
         changed = _differences(json.loads(state["identity_json"]), json.loads(json.dumps(identity)))
         if changed:
             raise BenchmarkError(
-                f"{checkpoint_path} belongs to a run with other settings ({'; '.join(changed)}). Delete the run "
+                f"{existing} belongs to a run with other settings ({'; '.join(changed)}). Delete the run "
                 "folder to start over, or restore the settings to resume."
             )
         generator.load_state_dict(state["generator"])
@@ -190,7 +193,7 @@ def train_gan(
     def checkpoint(step: int) -> None:
         write_log()
         save_checkpoint(
-            checkpoint_path,
+            checkpoint_path if step == settings.steps else resume_path,
             {
                 "step": step,
                 "architecture": models.arch.to_dict(),
@@ -247,6 +250,7 @@ def train_gan(
     if start_step < settings.steps:
         run_evaluation(settings.steps)
         checkpoint(settings.steps)
+        resume_path.unlink(missing_ok=True)
         log.info("trained %d steps in %.1f s", settings.steps - start_step, time.perf_counter() - started)
     return GANModels(models.arch, ema if ema is not None else generator, discriminator)
 

@@ -28,6 +28,8 @@ class FashionMNIST(DataSource):
     def load(self) -> RawDataset:
         root = expand_path(self.options.get("root", "/usr/share/datasets/fashion-mnist"))
         partitions = self.options.get("partitions", ["train", "test"])
+        if not partitions or set(partitions) - set(FILES):
+            raise BenchmarkError(f"Fashion-MNIST partitions {partitions} are not a non-empty subset of {sorted(FILES)}.")
         paths = [root / name for partition in partitions for name in FILES[partition]]
         if not all(path.is_file() for path in paths) and self.options.get("download", False):
             root = self._download()

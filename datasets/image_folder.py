@@ -18,7 +18,7 @@ class ImageFolder(DataSource):
     description = "root/<class>/<image> folders of PNG/JPEG/... images, any size or mode"
 
     def load(self) -> RawDataset:
-        root = expand_path(self.options["root"])
+        root = expand_path(self.option("root"))
         if not root.is_dir():
             raise BenchmarkError(f"Image folder {root} does not exist. Fix the dataset's `root` option.")
         class_dirs = sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith("."))

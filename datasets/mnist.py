@@ -15,7 +15,7 @@ class MNISTIdx(DataSource):
     description = "MNIST IDX files in a folder (default: the 10k test set in the shared data folder)"
 
     def load(self) -> RawDataset:
-        root = expand_path(self.options["root"])
+        root = expand_path(self.option("root"))
         prefix = self.options.get("prefix", "t10k")
         paths = [root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"]
         require_files(

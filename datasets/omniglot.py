@@ -28,7 +28,7 @@ class Omniglot(DataSource):
     description = "Omniglot characters (npz pair + alphabets.csv, or torchvision's folder layout)"
 
     def load(self) -> RawDataset:
-        root = expand_path(self.options["root"])
+        root = expand_path(self.option("root"))
         subsets = self.options.get("subsets", list(SUBSETS))
         unknown = set(subsets) - set(SUBSETS)
         if unknown:
@@ -57,7 +57,12 @@ class Omniglot(DataSource):
             # Stored True = background; ink becomes 255 so that strokes are bright as in MNIST.
             images.append(np.where(strokes_are_false.reshape(-1, *strokes_are_false.shape[2:]), 0, 255).astype(np.uint8))
             for index in range(characters):
-                alphabet = alphabet_of_id[index + FIRST_ID[subset]]
+                alphabet = alphabet_of_id.get(index + FIRST_ID[subset])
+                if alphabet is None:
+                    raise BenchmarkError(
+                        f"{root / 'alphabets.csv'} names no alphabet for character id {index + FIRST_ID[subset]} "
+                        f"({subset} index {index}). Use the alphabets.csv that ships with the npz files."
+                    )
                 per_alphabet = sum(1 for name in alphabets if name == alphabet)
                 labels.append(np.full(drawers, len(class_names)))
                 class_names.append(f"{alphabet}/character{per_alphabet + 1:02d}")

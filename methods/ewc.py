@@ -1,39 +1,54 @@
 import torch
+from torch.func import functional_call, grad, vmap
 
 from benchmark.methods import AdaptationContext, Hyperparameter, Method
-from benchmark.models import Discriminator, GANModels, Generator, preserved_buffers
+from benchmark.models import Discriminator, GANModels, Generator
 from benchmark.regularisers import anchored_penalty, snapshot
 from benchmark.training import generator_loss
 
 
 def generator_fisher(generator: Generator, discriminator: Discriminator, batches: int, batch_size: int, seed: int) -> list[torch.Tensor]:
-    """Diagonal Fisher of G at the source weights: the mean over `batches` batches of the squared gradient of the
-    non-saturating G loss (generated images scored by the source D), one gradient per batch."""
+    """Empirical diagonal Fisher of G at the source weights: the mean, over `batches` x `batch_size` generated
+    samples, of each sample's squared gradient of the non-saturating G loss under the source D.
+
+    Per-sample gradients come from torch.func (vmap of grad); both models run in eval mode so that samples are
+    independent (BatchNorm on its running statistics) and no buffer of the source model changes.
+    """
     rng = torch.Generator().manual_seed(seed)
-    generator.train()
-    parameters = list(generator.parameters())
-    fisher = [torch.zeros_like(p) for p in parameters]
-    device = parameters[0].device
-    with preserved_buffers(generator, discriminator):  # the starting point stays exactly the source model
-        for _ in range(batches):
-            z = torch.randn(batch_size, generator.z_dim, generator=rng).to(device)
-            loss = generator_loss("nonsaturating", discriminator(generator(z)))
-            for total, gradient in zip(fisher, torch.autograd.grad(loss, parameters)):
-                total += gradient.detach().pow(2) / batches
-    return fisher
+    modes = generator.training, discriminator.training
+    generator.eval()
+    discriminator.eval()
+    parameters = {name: p.detach() for name, p in generator.named_parameters()}
+    buffers = dict(generator.named_buffers())
+
+    def sample_loss(params: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        return generator_loss("nonsaturating", discriminator(functional_call(generator, (params, buffers), (z[None],))))
+
+    per_sample_gradients = vmap(grad(sample_loss), in_dims=(None, 0))
+    fisher = {name: torch.zeros_like(p) for name, p in parameters.items()}
+    device = next(iter(parameters.values())).device
+    for _ in range(batches):
+        z = torch.randn(batch_size, generator.z_dim, generator=rng).to(device)
+        for name, gradients in per_sample_gradients(parameters, z).items():
+            # detach: D's parameters require grad, so the per-sample gradients would carry a graph into D
+            fisher[name] += gradients.detach().pow(2).sum(0) / (batches * batch_size)
+    generator.train(modes[0])
+    discriminator.train(modes[1])
+    return [fisher[name] for name, _ in generator.named_parameters()]
 
 
 class EWC(Method):
-    """Fine-tune from the source with lambda * sum_i F_i (theta_i - theta_i^s)^2 on G, F a diagonal Fisher
-    estimated once on the source G and D before adaptation (the paper regularises G; D trains freely)."""
+    """Fine-tune from the source with lambda * sum_i F_i (theta_i - theta_i^s)^2 on G, F the empirical diagonal
+    Fisher of G estimated once on the source G and D before adaptation (the paper regularises G; D trains
+    freely)."""
 
     name = "ewc"
     paper = "Li, Zhang, Lu, Shechtman, Few-shot Image Generation with Elastic Weight Consolidation, NeurIPS 2020"
     requires = ("source_checkpoint",)
     hyperparameters = {
-        "lambda_g": Hyperparameter(default=1e5, search=(1e2, 1e8), log_scale=True, help="weight of the Fisher-weighted anchor"),
-        "fisher_batches": Hyperparameter(default=20, search=(5, 100), help="source batches for the Fisher estimate"),
-        "fisher_batch_size": Hyperparameter(default=64),
+        "lambda_g": Hyperparameter(default=2e3, search=(1e1, 1e6), log_scale=True, help="weight of the Fisher-weighted anchor"),
+        "fisher_batches": Hyperparameter(default=10, minimum=1, search=(5, 100), help="batches of generated samples for the Fisher"),
+        "fisher_batch_size": Hyperparameter(default=64, minimum=1),
     }
 
     def initialise(self, context: AdaptationContext) -> GANModels:

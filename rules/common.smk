@@ -65,11 +65,17 @@ def method_artefacts(wildcards):
     return {name: ARTEFACT_FILES[name](run) for name in get_method(wildcards.method).requires}
 
 
+def feature_inputs():
+    """The encoder, and the Inception weights file when one is configured (a changed file reruns scoring)."""
+    weights = config["evaluation"]["inception_weights"]
+    return {"encoder": "results/encoder/encoder.safetensors", **({"inception_weights": weights} if weights else {})}
+
+
 def adapt_inputs(wildcards):
     return {
         "manifest": f"results/splits/tasks/{wildcards.task}.json",
         "dataset": dataset_file(config["tasks"][wildcards.task]["target"]["dataset"]),
-        "encoder": "results/encoder/encoder.safetensors",
+        **feature_inputs(),
         **method_artefacts(wildcards),
     }
 

@@ -1,14 +1,17 @@
 rule evaluate:
     input:
+        unpack(lambda w: feature_inputs()),
         checkpoint="results/runs/{task}/k{shots}/{method}/seed{seed}/checkpoint.pt",
         config="results/runs/{task}/k{shots}/{method}/seed{seed}/config.json",
         manifest="results/splits/tasks/{task}.json",
         dataset=lambda w: dataset_file(config["tasks"][w.task]["target"]["dataset"]),
-        encoder="results/encoder/encoder.safetensors",
     output:
         "results/runs/{task}/k{shots}/{method}/seed{seed}/metrics.json",
     params:
         settings=as_arg({"evaluation": config["evaluation"], "device": config["device"]}),
+        # The run's own settings too: a changed adaptation setting must also invalidate an existing metrics.json,
+        # even when the run folder's checkpoint is gone (Snakemake does not rerun a missing intermediate file).
+        run_settings=adapt_settings,
     threads: 1
     resources:
         mem_mb=3000,

@@ -155,3 +155,28 @@ def test_training_loop_augments_real_and_fake_in_both_steps(tmp_path, digits):
     train_gan(GANModels.fresh(ARCH, 0), as_training_tensor(digits.images[:32], CPU), TrainSettings(steps=2, batch_size=4), 0, tmp_path, Spy(), {})
     # per step: real and detached fake in the D step, then the fake that carries G's gradient in the G step
     assert calls == [False, False, True] * 2
+
+
+def test_ewc_fisher_is_the_mean_of_per_sample_squared_gradients(source_checkpoint):
+    from benchmark.training import generator_loss
+
+    models = source_models(source_checkpoint)
+    method = get_method("ewc")(fisher_batches=2, fisher_batch_size=3)
+    method.initialise(AdaptationContext(ARCH, 4, CPU, {"source_checkpoint": source_checkpoint}))
+    generator, discriminator = models.generator.eval(), models.discriminator.eval()
+    rng = torch.Generator().manual_seed(4)
+    expected = [torch.zeros_like(p) for p in generator.parameters()]
+    for _ in range(2):
+        for z in torch.randn(3, ARCH.z_dim, generator=rng):
+            loss = generator_loss("nonsaturating", discriminator(generator(z[None])))
+            for total, gradient in zip(expected, torch.autograd.grad(loss, list(generator.parameters()))):
+                total += gradient.pow(2) / 6
+    for got, want in zip(method.fisher_g, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-10)
+
+
+def test_ewc_trains_and_its_fisher_carries_no_graph(tmp_path, source_checkpoint, target):
+    method, adapted = adapt("ewc", {"fisher_batches": 2, "fisher_batch_size": 4}, source_checkpoint, target, tmp_path)
+    assert all(f.grad_fn is None and not f.requires_grad for f in method.fisher_g)
+    source = source_models(source_checkpoint)
+    assert not all(torch.equal(a, b) for a, b in zip(source.generator.parameters(), adapted.generator.parameters()))

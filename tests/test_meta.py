@@ -34,9 +34,9 @@ def _state(module):
     return {key: value.clone() for key, value in module.state_dict().items()}
 
 
-@pytest.mark.parametrize("name", ["maml_gan", "reptile"])
-def test_outer_step_changes_the_meta_parameters(name, tasks):
-    method = get_method(name)(**HPARAMS)
+@pytest.mark.parametrize(("name", "extra"), [("maml_gan", {}), ("maml_gan", {"first_order": False}), ("reptile", {})])
+def test_outer_step_changes_the_meta_parameters(name, extra, tasks):
+    method = get_method(name)(**HPARAMS, **extra)
     models = GANModels.fresh(ARCH, 0)
     before_g, before_d = copy.deepcopy(list(models.generator.parameters())), copy.deepcopy(list(models.discriminator.parameters()))
     method.meta_step(models, tasks, torch.Generator().manual_seed(0))

@@ -97,3 +97,18 @@ def test_entry_point_of_an_installed_package_is_discovered(tmp_path):
     env_path = f"{site}"
     result = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {env_path!r}); {code}"], capture_output=True, text=True, cwd=REPO)
     assert "extra_from_package" in result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "hparams", "message"),
+    [
+        ("l2sp", {"lambda_g": "1e-2"}, "should be of type float. YAML reads 1e-4"),
+        ("freeze_d", {"frozen_blocks": "1"}, "should be of type int"),
+        ("l2sp", {"form": "max"}, "is not one of"),
+        ("ewc", {"fisher_batches": 0}, "below its minimum"),
+    ],
+)
+def test_bad_hyperparameter_values_are_refused_by_name(name, hparams, message):
+    with pytest.raises(BenchmarkError, match=message) as info:
+        get_method(name)(**hparams)
+    assert f"{name}.{next(iter(hparams))}" in str(info.value)

@@ -47,8 +47,10 @@ def test_resume_continues_at_the_checkpoint_and_matches_an_uninterrupted_run(tmp
 
     with pytest.raises(_Interrupt):  # dies after the step-20 checkpoint, before step 30
         train_gan(GANModels.fresh(ARCH, 1), _real(digits), settings, 1, tmp_path / "b", TrainingHooks(), identity, _interrupt_at(25))
-    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 20
+    assert torch.load(tmp_path / "b" / "resume.pt", weights_only=True)["step"] == 20
+    assert not (tmp_path / "b" / "checkpoint.pt").exists(), "checkpoint.pt marks a finished run only"
     resumed = train_gan(GANModels.fresh(ARCH, 1), _real(digits), settings, 1, tmp_path / "b", TrainingHooks(), identity, _interrupt_at(-1))
+    assert not (tmp_path / "b" / "resume.pt").exists()
 
     for a, b in zip(straight.generator.state_dict().values(), resumed.generator.state_dict().values()):
         assert torch.equal(a, b)
