@@ -124,9 +124,21 @@ def method_names(config: dict[str, Any]) -> list[str]:
 
 
 def method_hparams(config: dict[str, Any], method: str) -> dict[str, Any]:
-    """Hyperparameters of a method or variant: "freeze_d+diffaug" takes freeze_d's, then its own entries."""
+    """Hyperparameters of a method or variant: "freeze_d+diffaug" takes freeze_d's, then its own entries.
+
+    A variant of a meta-learner adapts from its base method's meta-training, so it may not set hyperparameters
+    of its own (they would apply to adaptation only, unlike what its record would claim).
+    """
+    from benchmark.methods import get_method
+
     table = config["adapt"]["method_hparams"]
-    return {**table.get(method.split("+")[0], {}), **table.get(method, {})}
+    base = method.split("+")[0]
+    if method != base and table.get(method) and "meta_checkpoint" in get_method(base).requires:
+        raise BenchmarkError(
+            f"Config key 'adapt.method_hparams.{method}': a variant of the meta-learner '{base}' shares its "
+            f"meta-training, so set these hyperparameters under adapt.method_hparams.{base} instead."
+        )
+    return {**table.get(base, {}), **table.get(method, {})}
 
 
 @dataclass(frozen=True)

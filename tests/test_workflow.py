@@ -111,3 +111,16 @@ def test_unknown_method_in_config_lists_the_available_ones():
 
     with pytest.raises(BenchmarkError, match=r"Unknown method 'nope'\. Available: .*finetune.*scratch"):
         method_names(validate_config(config))
+
+
+def test_variant_of_a_meta_learner_cannot_change_its_meta_training():
+    from benchmark.config import method_hparams
+
+    config = validate_config(yaml.safe_load((REPO / "tests" / "smoke_config.yaml").read_text()))
+    assert method_hparams(config, "maml_gan+diffaug") == config["adapt"]["method_hparams"]["maml_gan"]
+    config["adapt"]["method_hparams"]["maml_gan+diffaug"] = {"inner_lr": 0.5}
+    with pytest.raises(BenchmarkError, match=r"'adapt\.method_hparams\.maml_gan\+diffaug'.*shares its meta-training"):
+        method_hparams(config, "maml_gan+diffaug")
+    config["adapt"]["method_hparams"]["freeze_d+diffaug"] = {"frozen_blocks": 2}
+    assert method_hparams(config, "freeze_d+diffaug") == {"frozen_blocks": 2}
+
