@@ -129,8 +129,8 @@ class GANModels:
 @contextlib.contextmanager
 def preserved_buffers(*modules: nn.Module) -> Iterator[None]:
     """Restore every buffer on exit: forward passes in train mode update BatchNorm statistics and spectral-norm
-    vectors in place. Used where a pass must not change a model (learn2learn's clones share buffers with the
-    meta-model; EWC's Fisher estimate runs the source model)."""
+    vectors in place. Used where a pass must not change a model: learn2learn's clones share buffers with the
+    meta-model, so MAML's inner loops run inside it."""
     saved = [[buffer.detach().clone() for buffer in module.buffers()] for module in modules]
     try:
         yield
