@@ -6,6 +6,7 @@ primitive containers, so a file carrying a malicious pickle payload is rejected 
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from benchmark.io import atomic_save
 from benchmark.models import Architecture, GANModels, Generator, Discriminator
 
 FORMAT_VERSION = 1
+SNAPSHOT_DIR = "snapshots"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -53,3 +55,25 @@ def models_from_checkpoint(payload: dict[str, Any], path: str | Path, expected: 
     generator.load_state_dict(payload.get("generator_ema") or payload["generator"])
     discriminator.load_state_dict(payload["discriminator"])
     return GANModels(expected, generator.to(device), discriminator.to(device))
+
+
+def snapshot_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / SNAPSHOT_DIR / f"step{step:07d}.pt"
+
+
+def save_snapshot(path: str | Path, step: int, arch: Architecture, identity: dict[str, Any], generator: Generator) -> None:
+    """The generator that an evaluation step scored, with the identity of its run."""
+    payload = {"step": step, "architecture": arch.to_dict(), "identity_json": json.dumps(identity, sort_keys=True), "generator": generator.state_dict()}
+    save_checkpoint(path, payload)
+
+
+def generator_from_snapshot(path: str | Path, run_identity_json: str, expected: Architecture, device: torch.device | str) -> Generator:
+    """A snapshot's generator, refused when it was written by a run with another identity (stale file)."""
+    payload = load_checkpoint(path, device)
+    if payload.get("identity_json") != run_identity_json:
+        raise BenchmarkError(f"Snapshot {path} belongs to another run of this folder. Delete the run folder and rerun its adaptation.")
+    if payload["architecture"] != expected.to_dict():
+        raise BenchmarkError(f"Snapshot {path} was trained with a different architecture. Delete the run folder and rerun its adaptation.")
+    generator = Generator(expected)
+    generator.load_state_dict(payload["generator"])
+    return generator.to(device)

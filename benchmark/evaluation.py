@@ -1,4 +1,12 @@
-"""Evaluation stage: samples from a run's final generator, scored against the task's reference set."""
+"""Evaluation stage: the full metric suite for a run's final checkpoint and its validation-selected checkpoint.
+
+Checkpoint selection follows the protocol the benchmark reports:
+- "final": the generator at the end of the step budget;
+- "validation-selected": the evaluation step with the lowest validation KID (or FID, `evaluation.select_on`),
+  scored during training on the task's validation split, which is disjoint from the reference set;
+- "oracle (reference-selected)": only when `evaluation.oracle_selection` is true: the evaluation step that
+  scores best on the reference set itself. It is optimistic (the test set chooses), so tables label it.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +17,12 @@ from typing import Any
 
 import torch
 
-from benchmark.checkpoint import load_checkpoint, models_from_checkpoint
+from benchmark.checkpoint import generator_from_snapshot, load_checkpoint, models_from_checkpoint, snapshot_path
 from benchmark.data import PreparedDataset
 from benchmark.errors import BenchmarkError
 from benchmark.io import atomic_write_json
-from benchmark.metrics import feature_space, fidelity_metrics
-from benchmark.models import Architecture
+from benchmark.metrics import EvaluationSets, MetricSettings, MetricSuite, feature_space
+from benchmark.models import Architecture, Generator
 from benchmark.provenance import environment
 from benchmark.splits import check_dataset_matches, read_manifest
 from benchmark.training import generate
@@ -22,6 +30,21 @@ from benchmark.training import generate
 log = logging.getLogger(__name__)
 
 RUN_FIELDS = ("task", "task_kind", "method", "shots", "seed", "split_draw", "pretrain_seed")
+FINAL, SELECTED, ORACLE = "final", "validation-selected", "oracle (reference-selected)"
+
+
+def validation_scores(run_dir: Path) -> dict[int, dict[str, float]]:
+    """{step: {"kid_validation": ..., "fid_validation": ...}} from the run's training log."""
+    log_path = run_dir / "train_log.jsonl"
+    if not log_path.is_file():
+        return {}
+    entries = (json.loads(line) for line in log_path.read_text().splitlines() if line.strip())
+    return {int(entry["step"]): entry["eval"] for entry in entries if "eval" in entry}
+
+
+def best_step(scores: dict[int, float]) -> int:
+    """The step with the lowest score; ties go to the earliest step."""
+    return min(sorted(scores), key=lambda step: scores[step])
 
 
 def evaluate_run(
@@ -43,24 +66,58 @@ def evaluate_run(
     checkpoint_path = run_dir / "checkpoint.pt"
     state = load_checkpoint(checkpoint_path, device)
     arch = Architecture.from_dict(run_config["architecture"])
-    models = models_from_checkpoint(state, checkpoint_path, arch, device)
-    reference = target.images[manifest["target"]["reference"]["indices"]]
-    space = feature_space(encoder_path, evaluation["inception_weights"])
-    log.info("evaluating %s: %d generated vs %d reference images (%s)", run_dir, evaluation["num_generated"], len(reference), space.name)
-    fake = generate(models.generator, evaluation["num_generated"], evaluation["seed"], device)
-    metric_records = fidelity_metrics(
-        fake, reference, space, evaluation["kid_subset_size"], evaluation["kid_subsets"], evaluation["seed"], device
+    final_generator = models_from_checkpoint(state, checkpoint_path, arch, device).generator
+    final_step = int(state["step"])
+
+    reference_indices = manifest["target"]["reference"]["indices"]
+    validation_indices = manifest["target"]["validation"]["indices"]
+    sets = EvaluationSets(
+        reference=target.images[reference_indices],
+        reference_labels=target.labels[reference_indices],
+        heldout=target.images[validation_indices],
+        heldout_labels=target.labels[validation_indices],
+        shots=target.images[run_config["shot_indices"]],
     )
+    space = feature_space(encoder_path, evaluation["inception_weights"])
+    log.info("evaluating %s: %d generated vs %d reference images (%s)", run_dir, evaluation["num_generated"], len(sets.reference), space.name)
+    suite = MetricSuite(sets, space, str(encoder_path), MetricSettings.from_config(evaluation), device)
+
+    scored: dict[int, list[dict[str, Any]]] = {}
+
+    def score(step: int) -> list[dict[str, Any]]:
+        if step not in scored:
+            generator: Generator = final_generator
+            if step != final_step:
+                generator = generator_from_snapshot(snapshot_path(run_dir, step), state["identity_json"], arch, device)
+            scored[step] = suite.score(generate(generator, evaluation["num_generated"], evaluation["seed"], device))
+        return scored[step]
+
+    select_on = evaluation["select_on"]
+    validation = {step: values[f"{select_on}_validation"] for step, values in validation_scores(run_dir).items()}
+    selections: list[tuple[str, int, dict[str, Any]]] = [(FINAL, final_step, {})]
+    if validation:
+        step = best_step(validation)
+        selections.append((SELECTED, step, {"selected_on": f"{select_on} on the validation split", "selection_score": validation[step]}))
+    else:
+        log.warning("%s has no validation scores in its training log: only the final checkpoint is evaluated", run_dir)
+    if evaluation["oracle_selection"]:
+        steps = sorted(set(validation) | {final_step})
+        on_reference = {step: next(r["value"] for r in score(step) if r["metric"] == select_on) for step in steps}
+        step = best_step(on_reference)
+        selections.append((ORACLE, step, {"selected_on": f"{select_on} on the reference (test) set", "selection_score": on_reference[step]}))
+
     shared = {
         **{field: run_config[field] for field in RUN_FIELDS},
-        "checkpoint": "final",
-        "checkpoint_step": int(state["step"]),
         "reference_set": "reference",
         "reference_sha256": manifest["target"]["reference"]["sha256"],
         "evaluation": evaluation,
         "environment": environment(),
         "run_config": run_config,
     }
-    records = [{**shared, **record} for record in metric_records]
+    records = [
+        {**shared, "checkpoint": label, "checkpoint_step": step, **selection, **record}
+        for label, step, selection in selections
+        for record in score(step)
+    ]
     atomic_write_json(output, {"records": records})
     return records

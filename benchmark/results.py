@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -10,13 +11,43 @@ import pandas as pd
 from benchmark.errors import BenchmarkError
 from benchmark.io import atomic_write_text
 
-GROUP = ["task", "task_kind", "shots", "method", "checkpoint", "metric", "feature_space"]
+GROUP = ["task", "task_kind", "shots", "method", "checkpoint", "metric"]
 COLUMNS = [
     *GROUP[:5], "seed", "split_draw", "pretrain_seed", "checkpoint_step", "metric", "value", "n_real", "n_fake",
-    "feature_space", "feature_weights_sha256", "kid_std_over_subsets", "kid_subset_size", "reference_sha256",
-    "code_version", "method_hparams", "run_dir",
+    "feature_space", "feature_weights_sha256", "reference_sha256", "code_version", "method_hparams", "details", "run_dir",
 ]  # fmt: skip
-HEADLINE = [("kid", "KID x 10^3", 1e3), ("fid", "FID", 1.0)]
+# Record keys that are columns, or that every record repeats (they stay in metrics.json).
+NOT_DETAILS = set(COLUMNS) | {"run_config", "evaluation", "environment", "task_kind", "feature_extractor", "reference_set"}
+CHECKPOINT_ORDER = ["final", "validation-selected", "oracle (reference-selected)"]
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    metric: str
+    label: str
+    scale: float = 1.0
+    better: str = "lower"
+
+
+FIDELITY = [
+    MetricColumn("kid", "KID x 10^3", 1e3),
+    MetricColumn("fid", "FID"),
+    MetricColumn("fid_inf", "FID_inf"),
+    MetricColumn("precision", "precision", better="higher"),
+    MetricColumn("recall", "recall", better="higher"),
+    MetricColumn("density", "density", better="~1"),
+    MetricColumn("coverage", "coverage", better="higher"),
+]
+DIVERSITY = [
+    MetricColumn("intra_cluster_lpips", "intra-cluster encoder-LPIPS", better="higher"),
+    MetricColumn("ndb_fraction", "NDB/K"),
+    MetricColumn("ndb_jsd", "JSD (bins)"),
+    MetricColumn("classes_covered", "classes covered", better="higher"),
+    MetricColumn("class_kl", "class KL"),
+    MetricColumn("memorisation_share", "memorised share"),
+    MetricColumn("nn_ratio_share", "NN-ratio share"),
+]
+HEADLINE = FIDELITY[0]
 
 
 def collect_results(metrics_files: list[Path]) -> pd.DataFrame:
@@ -30,10 +61,11 @@ def collect_results(metrics_files: list[Path]) -> pd.DataFrame:
             row = {column: record.get(column) for column in COLUMNS}
             row["code_version"] = record["environment"]["code_version"]
             row["method_hparams"] = json.dumps(record["run_config"]["method_hparams"], sort_keys=True)
+            row["details"] = json.dumps({key: value for key, value in record.items() if key not in NOT_DETAILS}, sort_keys=True)
             row["run_dir"] = str(Path(path).parent)
             rows.append(row)
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    return frame.sort_values(["task", "shots", "method", "seed", "metric"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(["task", "shots", "method", "seed", "checkpoint", "metric"], kind="stable").reset_index(drop=True)
 
 
 def write_results_csv(metrics_files: list[Path], output: Path) -> pd.DataFrame:
@@ -50,46 +82,96 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     return summary.merge(sizes.reset_index(), on=GROUP)
 
 
+def _cell(row: pd.Series | None, column: MetricColumn) -> str:
+    if row is None:
+        return "n/a"
+    mean = f"{row['mean'] * column.scale:.3g}" if abs(row["mean"] * column.scale) < 100 else f"{row['mean'] * column.scale:.1f}"
+    if pd.isna(row["std"]):
+        return mean
+    return f"{mean} +/- {row['std'] * column.scale:.2g}"
+
+
+def _metric_table(block: pd.DataFrame, columns: list[MetricColumn]) -> list[str]:
+    present = [column for column in columns if (block["metric"] == column.metric).any()]
+    if not present:
+        return []
+    header = "| K | method | " + " | ".join(f"{c.label} ({c.better})" for c in present) + " | n |"
+    lines = [header, "|" + "---|" * (len(present) + 3)]
+    for (shots, method), rows in block.groupby(["shots", "method"], sort=True):
+        by_metric = {row["metric"]: row for _, row in rows.iterrows()}
+        cells = [_cell(by_metric.get(column.metric), column) for column in present]
+        counts = sorted({int(by_metric[c.metric]["n"]) for c in present if c.metric in by_metric})
+        lines.append(f"| {shots} | {method} | " + " | ".join(cells) + f" | {'/'.join(map(str, counts))} |")
+    return lines + [""]
+
+
+def _sample_sizes(block: pd.DataFrame) -> str:
+    sizes = []
+    for column in (HEADLINE, DIVERSITY[0], DIVERSITY[-2]):
+        rows = block[block["metric"] == column.metric]
+        if not rows.empty:
+            sizes.append(f"{column.label}: n_real {'/'.join(sorted(set(rows['n_real'])))}, n_fake {'/'.join(sorted(set(rows['n_fake'])))}")
+    return "; ".join(sizes)
+
+
+def _heldout_levels(frame: pd.DataFrame) -> str:
+    """What held-out real images score on the memorisation metrics: the level of a generator that copies nothing."""
+    parts = []
+    for column in DIVERSITY[-2:]:
+        rows = frame[frame["metric"] == column.metric]
+        values = [json.loads(details).get("heldout_value") for details in rows["details"]]
+        values = [value for value in values if value is not None]
+        if values:
+            parts.append(f"{column.label} {sum(values) / len(values):.3g}")
+    return ", ".join(parts)
+
+
 def render_markdown(frame: pd.DataFrame) -> str:
     if frame.empty:
         raise BenchmarkError("No results to tabulate: the results CSV has no rows. Run the benchmark first.")
+    frame = frame.astype({"n_real": str, "n_fake": str})
     summary = summary_table(frame)
     lines = [
         "# Results",
         "",
         "Mean +/- sample standard deviation over seeds (each seed: its own split draw of the K shots and its own",
-        "training seed); n = number of seeds. Lower is better for both metrics. KID is the headline distance: it",
-        "is unbiased, while FID is biased upwards when the reference set is small. Both are computed on the",
-        "feature space named below, not on Inception-v3 unless it says so; n_real / n_fake give the sample sizes.",
-        "Checkpoint: the final one of each run.",
+        "training seed); n = number of seeds. Each column says which direction is better.",
+        "",
+        "- KID is the headline distance: it is unbiased, while FID is biased upwards when the reference set is",
+        "  small (few-shot targets have a few hundred reference images). KID, FID, precision, recall, density,",
+        "  coverage, NDB and the class metrics are computed on the feature space each task names, not on",
+        "  Inception-v3 unless it says so. Precision/recall/density/coverage use k-NN balls (k in the CSV).",
+        "- Diversity and memorisation compare generated images with the run's K training shots in encoder-LPIPS",
+        "  (an LPIPS-style distance on the domain encoder's conv layers, unlearned weights). Intra-cluster",
+        "  diversity is higher-is-better only among generators of similar fidelity: noise is diverse too.",
+        "- Checkpoints: *final* is the last step; *validation-selected* is the evaluation step with the lowest",
+        "  validation-split score. An *oracle* selection, when shown, chose the checkpoint on the reference (test)",
+        "  set itself and is optimistic: do not compare it with other papers' numbers as if it were held out.",
         "",
     ]
-    for (task, kind, space), block in summary.groupby(["task", "task_kind", "feature_space"], sort=True):
-        lines += [f"## {task} ({kind})", "", f"Feature space: {space}", ""]
-        header = "| K | method | " + " | ".join(label for _, label, _ in HEADLINE) + " | n | n_real / n_fake |"
-        lines += [header, "|" + "---|" * (header.count("|") - 1)]
-        for (shots, method), rows in block.groupby(["shots", "method"], sort=True):
-            cells, counts, sizes = [], set(), set()
-            for metric, _, scale in HEADLINE:
-                row = rows[rows["metric"] == metric]
-                if row.empty:
-                    cells.append("n/a")
-                    continue
-                row = row.iloc[0]
-                std = "n/a" if pd.isna(row["std"]) else f"{row['std'] * scale:.2f}"
-                cells.append(f"{row['mean'] * scale:.2f} +/- {std}")
-                counts.add(int(row["n"]))
-                sizes.add(f"{row['n_real']} / {row['n_fake']}")
-            lines.append(f"| {shots} | {method} | " + " | ".join(cells) + f" | {'/'.join(map(str, sorted(counts)))} | {'; '.join(sorted(sizes))} |")
-        lines.append("")
-        for shots, rows in block[block["metric"] == HEADLINE[0][0]].groupby("shots", sort=True):
-            lines += [f"K = {shots}: {headline_comparison(rows)}", ""]
+    for (task, kind), block in summary.groupby(["task", "task_kind"], sort=True):
+        task_rows = frame[frame["task"] == task]
+        spaces = ", ".join(sorted(set(task_rows["feature_space"])))
+        lines += [f"## {task} ({kind})", "", f"Feature spaces: {spaces}. Sample sizes: {_sample_sizes(task_rows)}.", ""]
+        levels = _heldout_levels(task_rows)
+        if levels:
+            lines += [f"Held-out real images score {levels} (the level of a generator that copies nothing).", ""]
+        checkpoints = sorted(set(block["checkpoint"]), key=lambda name: (CHECKPOINT_ORDER + [name]).index(name))
+        for checkpoint in checkpoints:
+            rows = block[block["checkpoint"] == checkpoint]
+            title = f"### Checkpoint: {checkpoint}"
+            if checkpoint.startswith("oracle"):
+                title += " (ORACLE: selected on the test set, optimistic)"
+            lines += [title, "", "Fidelity and coverage:", ""] + _metric_table(rows, FIDELITY)
+            lines += ["Diversity, mode collapse and memorisation:", ""] + _metric_table(rows, DIVERSITY)
+            for shots, headline in rows[rows["metric"] == HEADLINE.metric].groupby("shots", sort=True):
+                lines += [f"K = {shots}, {checkpoint}: {headline_comparison(headline)}", ""]
     return "\n".join(lines)
 
 
 def headline_comparison(rows: pd.DataFrame) -> str:
     """Which method has the lowest mean headline metric, and whether the seeds resolve it from the runner-up."""
-    _, label, scale = HEADLINE[0]
+    label, scale = HEADLINE.label, HEADLINE.scale
     ranked = rows.sort_values("mean", kind="stable")
     if len(ranked) < 2:
         return f"only {ranked.iloc[0]['method']} was run."
@@ -110,3 +192,4 @@ def write_markdown_table(results_csv: Path, output: Path) -> None:
     if not Path(results_csv).is_file():
         raise BenchmarkError(f"{results_csv} does not exist. Run the collect stage first.")
     atomic_write_text(output, render_markdown(pd.read_csv(results_csv)))
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from benchmark.data import PreparedDataset
 from benchmark.hashing import sha256_file, sha256_json
 from benchmark.io import atomic_write_json
 from benchmark.methods import AdaptationContext, get_method
-from benchmark.metrics import FeatureSpace, feature_space, fidelity_metrics
+from benchmark.metrics import DistanceScorer, FeatureSpace, feature_space
 from benchmark.models import Architecture, GANModels, Generator
 from benchmark.provenance import environment
 from benchmark.splits import check_dataset_matches, read_manifest, shots_for
@@ -55,15 +55,13 @@ def pretrain_source(
 
 def validation_evaluator(
     validation_images: np.ndarray, space: FeatureSpace, evaluation: dict[str, Any], device: torch.device
-):
+) -> Callable[[Generator, int], dict[str, Any]]:
     """KID and FID of the generator against the task's validation split, for the evaluation schedule."""
+    scorer = DistanceScorer(validation_images, space, evaluation["kid_subset_size"], evaluation["kid_subsets"], evaluation["seed"], device)
 
     def evaluate(generator: Generator, step: int) -> dict[str, Any]:
         fake = generate(generator, evaluation["validation_num_generated"], evaluation["seed"], device)
-        records = fidelity_metrics(
-            fake, validation_images, space, evaluation["kid_subset_size"], evaluation["kid_subsets"], evaluation["seed"], device
-        )
-        return {f"{record['metric']}_validation": record["value"] for record in records}
+        return {f"{metric}_validation": value for metric, value in scorer(fake).items()}
 
     return evaluate
 

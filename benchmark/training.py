@@ -3,6 +3,8 @@
 Methods change it only through `TrainingHooks`: which parameters train, and extra penalty terms for G and D.
 The loop owns the rest: losses, Adam, optional EMA of G, the step budget, the evaluation schedule, JSON-lines
 logs, and checkpoints that a later call resumes from (bit-identical on CPU: model, optimiser and RNG states).
+At every evaluation step before the last, the evaluated generator is also kept as a snapshot, so that the
+evaluation stage can score the checkpoint that the validation split selects.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import copy
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark.checkpoint import load_checkpoint, save_checkpoint
+from benchmark.checkpoint import SNAPSHOT_DIR, load_checkpoint, save_checkpoint, save_snapshot, snapshot_path
 from benchmark.errors import BenchmarkError
 from benchmark.io import atomic_write_text
 from benchmark.models import Discriminator, GANModels, Generator
@@ -149,6 +152,7 @@ def train_gan(
     # Mid-run state goes to resume.pt, the finished run to checkpoint.pt: a workflow manager may delete a job's
     # declared outputs (checkpoint.pt) before rerunning it, but keeps resume.pt, so a killed job resumes.
     checkpoint_path, resume_path = run_dir / "checkpoint.pt", run_dir / "resume.pt"
+    snapshot_dir = run_dir / SNAPSHOT_DIR
     log_path = run_dir / "train_log.jsonl"
     device = real_images.device
     generator, discriminator = models.generator, models.discriminator
@@ -186,6 +190,8 @@ def train_gan(
         if log_path.exists():  # drop lines written after the checkpoint, which the resumed run writes again
             records = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
         log.info("resuming %s at step %d of %d", run_dir, start_step, settings.steps)
+    elif snapshot_dir.exists():  # left by an earlier run with other settings: never mix its generators in
+        shutil.rmtree(snapshot_dir)
 
     def write_log() -> None:
         atomic_write_text(log_path, "".join(line + "\n" for line in records))
@@ -210,9 +216,12 @@ def train_gan(
 
     def run_evaluation(step: int) -> None:
         if evaluate is not None:
-            result = evaluate(ema if ema is not None else generator, step)
+            evaluated = ema if ema is not None else generator
+            result = evaluate(evaluated, step)
             records.append(json.dumps({"step": step, "eval": result}, sort_keys=True))
             log.info("step %d: evaluation %s", step, result)
+            if step != settings.steps:  # the last step's generator is in checkpoint.pt
+                save_snapshot(snapshot_path(run_dir, step), step, models.arch, identity, evaluated)
 
     num_real = real_images.shape[0]
     started, last_time, last_step = time.perf_counter(), time.perf_counter(), start_step

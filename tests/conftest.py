@@ -9,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageFilter
 
 from benchmark.config import data_root
 from benchmark.data import PreparedDataset, prepare_dataset
+from benchmark.encoder import train_encoder
+from benchmark.metrics import EvaluationSets
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = data_root({})
@@ -58,3 +61,30 @@ def save_prepared(dataset: PreparedDataset, folder: Path, name: str) -> Path:
 def assert_uint8_nchw(images: np.ndarray, size: int = 28, channels: int = 1) -> None:
     assert images.dtype == np.uint8
     assert images.shape[1:] == (channels, size, size)
+
+
+@pytest.fixture(scope="session")
+def mnist_encoder(tmp_path_factory, mnist_5k):
+    """Encoder trained on 2,500 real MNIST digits; the other 2,500 are split for the metric tests."""
+    order = np.random.default_rng(0).permutation(len(mnist_5k.labels))
+    path = tmp_path_factory.mktemp("encoder") / "encoder.safetensors"
+    summary = train_encoder(
+        mnist_5k.images[order[:2500]], mnist_5k.labels[order[:2500]], mnist_5k.class_names, epochs=2, batch_size=64,
+        learning_rate=1e-3, seed=0, holdout_fraction=0.1, output=path, provenance={"test": True},
+    )  # fmt: skip
+    assert summary["heldout_accuracy"] > 0.8
+    return path, order[2500:]
+
+
+@pytest.fixture(scope="session")
+def digit_sets(mnist_encoder, mnist_5k):
+    """Disjoint unseen digits: 1,000 reference (labelled), 300 held-out for calibration, 10 shots, 1,000 spare."""
+    _, unseen = mnist_encoder
+    pick = {name: unseen[start:stop] for name, (start, stop) in {"reference": (0, 1000), "heldout": (1000, 1300), "shots": (1300, 1310), "spare": (1310, 2310)}.items()}
+    images, labels = mnist_5k.images, mnist_5k.labels
+    sets = EvaluationSets(images[pick["reference"]], labels[pick["reference"]], images[pick["heldout"]], labels[pick["heldout"]], images[pick["shots"]])
+    return sets, images[pick["spare"]], labels[pick["spare"]]
+
+
+def blur(images: np.ndarray, radius: float) -> np.ndarray:
+    return np.stack([np.asarray(Image.fromarray(image[0]).filter(ImageFilter.GaussianBlur(radius)))[None] for image in images])

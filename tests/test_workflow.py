@@ -14,7 +14,8 @@ import yaml
 
 from benchmark.config import load_config, run_plan, validate_config
 from benchmark.errors import BenchmarkError
-from conftest import REPO
+from benchmark.results import collect_results, render_markdown
+from conftest import REPO, run_cli
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -26,6 +27,12 @@ def snakemake(workdir: Path, configfile: Path, *extra: str) -> subprocess.Comple
     )  # fmt: skip
 
 
+SUITE_METRICS = {
+    "kid", "fid", "precision", "recall", "density", "coverage", "ndb_fraction", "ndb_jsd", "classes_covered",
+    "class_kl", "intra_cluster_lpips", "memorisation_share", "nn_ratio_share",
+}  # fmt: skip
+
+
 def test_smoke_config_runs_from_data_to_table(tmp_path):
     config_path = REPO / "tests" / "smoke_config.yaml"
     result = snakemake(tmp_path, config_path)
@@ -34,22 +41,41 @@ def test_smoke_config_runs_from_data_to_table(tmp_path):
     config = load_config(config_path)
     runs = run_plan(config)
     frame = pd.read_csv(tmp_path / "results" / "results.csv")
-    assert len(frame) == 2 * len(runs)  # FID and KID per run
+    # Every run: the full suite for its final and its validation-selected checkpoint (FID_inf not asked for).
+    assert set(frame["checkpoint"]) == {"final", "validation-selected"}
+    assert set(frame["metric"]) == SUITE_METRICS
+    assert len(frame) == len(runs) * 2 * len(SUITE_METRICS)
     assert set(frame["method"]) == {run.method for run in runs} and set(frame["seed"]) == {0, 1}
     assert frame["value"].notna().all() and (frame["n_fake"] == 200).all()
-    assert set(frame.loc[frame["task"] == "digits_to_mnist", "n_real"]) == {300}
+    on_features = frame[(frame["task"] == "digits_to_mnist") & frame["metric"].isin(["kid", "fid", "precision", "coverage"])]
+    assert set(on_features["n_real"]) == {300}
+    assert set(frame.loc[frame["metric"] == "memorisation_share", "n_real"]) == {5}  # K training shots
 
     table = (tmp_path / "reports" / "results.md").read_text()
     assert "## digits_5to9 (few-shot)" in table and "## digits_to_mnist (cross-domain)" in table
+    assert "### Checkpoint: final" in table and "### Checkpoint: validation-selected" in table
+    assert "Checkpoint: oracle" not in table  # only when asked for
+    number = r"-?[\d.]+(e-?\d+)? \+/- [\d.]+(e-?\d+)?"
     for method in {run.method for run in runs}:
-        assert re.search(rf"\| 5 \| {re.escape(method)} \| [\d.]+ \+/- [\d.]+ \| [\d.]+ \+/- [\d.]+ \| 2 \|", table), method
-    assert "K = 5: lowest mean KID" in table
+        assert re.search(rf"\| 5 \| {re.escape(method)} \|( {number} \|){{6}} 2 \|", table), method
+        assert re.search(rf"\| 5 \| {re.escape(method)} \|( {number} \|){{7}} 2 \|", table), method
+    assert "K = 5, final: lowest mean KID" in table and "K = 5, validation-selected: lowest mean KID" in table
 
     record = json.loads((tmp_path / runs[0].run_dir / "metrics.json").read_text())["records"][0]
     for key in ("seed", "split_draw", "n_real", "n_fake", "feature_weights_sha256", "reference_sha256"):
         assert record[key] is not None, key
     assert record["run_config"]["target_dataset_sha256"] and record["environment"]["code_version"]
     assert record["run_config"]["train_settings"]["steps"] == 10
+
+    # Asked for, the oracle selection scores every evaluation checkpoint on the reference set and is labelled.
+    oracle = _evaluate_with_oracle(tmp_path, config, runs[0])
+    selected = {record["checkpoint"]: record["checkpoint_step"] for record in oracle if record["metric"] == "kid"}
+    assert set(selected) == {"final", "validation-selected", "oracle (reference-selected)"}
+    oracle_kid = next(r for r in oracle if r["metric"] == "kid" and r["checkpoint"].startswith("oracle"))
+    assert oracle_kid["selected_on"] == "kid on the reference (test) set"
+    assert oracle_kid["value"] <= min(r["value"] for r in oracle if r["metric"] == "kid")
+    oracle_table = render_markdown(collect_results([tmp_path / "oracle" / "metrics.json"]))
+    assert "### Checkpoint: oracle (reference-selected) (ORACLE: selected on the test set, optimistic)" in oracle_table
 
     # Tables regenerate from stored results without retraining.
     (tmp_path / "reports" / "results.md").unlink()
@@ -66,6 +92,20 @@ def test_smoke_config_runs_from_data_to_table(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, flags=re.MULTILINE))
     assert int(counts["adapt"]) == int(counts["evaluate"]) == len(runs)
     assert not {"prepare_data", "split_source", "split_task", "train_encoder", "pretrain"} & set(counts), counts
+
+
+def _evaluate_with_oracle(workdir: Path, config: dict, run) -> list[dict]:
+    """The evaluate subcommand on one finished run of the workflow, with the oracle selection switched on."""
+    settings = {"evaluation": {**config["evaluation"], "oracle_selection": True}, "device": "cpu"}
+    output = workdir / "oracle" / "metrics.json"
+    result = run_cli(
+        "evaluate", "--settings", json.dumps(settings), "--run-dir", str(workdir / run.run_dir),
+        "--manifest", str(workdir / f"results/splits/tasks/{run.task}.json"),
+        "--dataset", str(workdir / f"results/data/{config['tasks'][run.task]['target']['dataset']}.npz"),
+        "--encoder", str(workdir / "results/encoder/encoder.safetensors"), "--output", str(output),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(output.read_text())["records"]
 
 
 def test_default_config_dry_run_lists_the_full_dag(tmp_path):

@@ -1,0 +1,10 @@
+"""Metrics of generated images: fidelity and coverage, diversity, mode collapse and memorisation.
+
+`features` (feature spaces and extraction) -> `fidelity`, `modes` (on features), `perceptual` -> `diversity`
+(on encoder-LPIPS embeddings) -> `suite` (everything for one run).
+"""
+
+from benchmark.metrics.features import FeatureExtractor, FeatureSpace, feature_space
+from benchmark.metrics.suite import DistanceScorer, EvaluationSets, MetricSettings, MetricSuite
+
+__all__ = ["DistanceScorer", "EvaluationSets", "FeatureExtractor", "FeatureSpace", "MetricSettings", "MetricSuite", "feature_space"]
