@@ -82,13 +82,15 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     return summary.merge(sizes.reset_index(), on=GROUP)
 
 
+def _number(value: float) -> str:
+    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def _cell(row: pd.Series | None, column: MetricColumn) -> str:
     if row is None:
         return "n/a"
-    mean = f"{row['mean'] * column.scale:.3g}" if abs(row["mean"] * column.scale) < 100 else f"{row['mean'] * column.scale:.1f}"
-    if pd.isna(row["std"]):
-        return mean
-    return f"{mean} +/- {row['std'] * column.scale:.2g}"
+    mean = _number(row["mean"] * column.scale)
+    return mean if pd.isna(row["std"]) else f"{mean} +/- {_number(row['std'] * column.scale)}"
 
 
 def _metric_table(block: pd.DataFrame, columns: list[MetricColumn]) -> list[str]:
