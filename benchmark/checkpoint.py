@@ -6,6 +6,7 @@ primitive containers, so a file carrying a malicious pickle payload is rejected 
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from benchmark.errors import BenchmarkError
-from benchmark.io import atomic_save
+from benchmark.io import atomic_write_bytes
 from benchmark.models import Architecture, GANModels, Generator, Discriminator
 
 FORMAT_VERSION = 1
@@ -22,8 +23,11 @@ SNAPSHOT_DIR = "snapshots"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    payload = {"format_version": FORMAT_VERSION, **payload}
-    atomic_save(path, lambda tmp: torch.save(payload, tmp))
+    """Atomically. Serialised to memory first: torch.save names its archive after the file it writes, which
+    would be the random temporary name, and then the same checkpoint would not hash the same twice."""
+    buffer = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **payload}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -46,6 +50,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def models_from_checkpoint(payload: dict[str, Any], path: str | Path, expected: Architecture, device: torch.device | str) -> GANModels:
     """G and D from a checkpoint (the EMA generator when one was kept), after checking the architecture."""
+    if payload.get("status") == "diverged":
+        raise BenchmarkError(f"{path} records a run that diverged at step {payload['step']} ({payload['reason']}): it holds no weights.")
     stored = payload["architecture"]
     if stored != expected.to_dict():
         differing = sorted(key for key in set(stored) | set(expected.to_dict()) if stored.get(key) != expected.to_dict().get(key))

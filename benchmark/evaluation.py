@@ -21,7 +21,7 @@ from benchmark.checkpoint import generator_from_snapshot, load_checkpoint, model
 from benchmark.data import PreparedDataset
 from benchmark.errors import BenchmarkError
 from benchmark.io import atomic_write_json
-from benchmark.metrics import EvaluationSets, MetricSettings, MetricSuite, feature_space
+from benchmark.metrics import SUITE_METRICS, EvaluationSets, MetricSettings, MetricSuite, feature_space
 from benchmark.models import Architecture, Generator
 from benchmark.provenance import environment
 from benchmark.splits import check_dataset_matches, read_manifest
@@ -61,6 +61,8 @@ def evaluate_run(
         raise BenchmarkError(f"{config_path} is missing: the adaptation of {run_dir} did not finish. Rerun it.")
     run_config = json.loads(config_path.read_text())
     manifest = read_manifest(task_manifest_path, "task")
+    if run_config.get("status") == "diverged":
+        return _record_divergence(run_config, manifest, evaluation, output)
     target = PreparedDataset.load(target_dataset_path)
     check_dataset_matches(manifest["target"]["dataset"], target, task_manifest_path)
     checkpoint_path = run_dir / "checkpoint.pt"
@@ -106,18 +108,39 @@ def evaluate_run(
         step = best_step(on_reference)
         selections.append((ORACLE, step, {"selected_on": f"{select_on} on the reference (test) set", "selection_score": on_reference[step]}))
 
-    shared = {
+    shared = _shared_fields(run_config, manifest, evaluation)
+    records = [
+        {**shared, "checkpoint": label, "checkpoint_step": step, **selection, **record}
+        for label, step, selection in selections
+        for record in score(step)
+    ]
+    atomic_write_json(output, {"records": records})
+    return records
+
+
+def _shared_fields(run_config: dict[str, Any], manifest: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+    return {
         **{field: run_config[field] for field in RUN_FIELDS},
+        "status": run_config.get("status", "completed"),
         "reference_set": "reference",
         "reference_sha256": manifest["target"]["reference"]["sha256"],
         "evaluation": evaluation,
         "environment": environment(),
         "run_config": run_config,
     }
+
+
+def _record_divergence(run_config: dict[str, Any], manifest: dict[str, Any], evaluation: dict[str, Any], output: Path) -> list[dict[str, Any]]:
+    """A diverged run has no generator to score: one record per metric and checkpoint says so, with no value."""
+    log.warning("run diverged at step %d (%s): recorded without scores", run_config["diverged_at_step"], run_config["divergence_reason"])
+    labels = [FINAL, SELECTED] + ([ORACLE] if evaluation["oracle_selection"] else [])
+    metrics = [name for name in SUITE_METRICS if name != "fid_inf" or evaluation["fid_infinity"]]
+    divergence = {"diverged_at_step": run_config["diverged_at_step"], "divergence_reason": run_config["divergence_reason"]}
+    shared = _shared_fields(run_config, manifest, evaluation)
     records = [
-        {**shared, "checkpoint": label, "checkpoint_step": step, **selection, **record}
-        for label, step, selection in selections
-        for record in score(step)
+        {**shared, "checkpoint": label, "checkpoint_step": None, "metric": metric, "value": None, **divergence}
+        for label in labels
+        for metric in metrics
     ]
     atomic_write_json(output, {"records": records})
     return records

@@ -13,7 +13,7 @@ from benchmark.io import atomic_write_text
 
 GROUP = ["task", "task_kind", "shots", "method", "checkpoint", "metric"]
 COLUMNS = [
-    *GROUP[:5], "seed", "split_draw", "pretrain_seed", "checkpoint_step", "metric", "value", "n_real", "n_fake",
+    *GROUP[:5], "seed", "split_draw", "pretrain_seed", "status", "checkpoint_step", "metric", "value", "n_real", "n_fake",
     "feature_space", "feature_weights_sha256", "reference_sha256", "code_version", "method_hparams", "details", "run_dir",
 ]  # fmt: skip
 # Record keys that are columns, or that every record repeats (they stay in metrics.json).
@@ -75,11 +75,15 @@ def write_results_csv(metrics_files: list[Path], output: Path) -> pd.DataFrame:
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample standard deviation over seeds per (task, K, method, checkpoint, metric)."""
-    grouped = frame.groupby(GROUP, sort=True)["value"]
-    summary = grouped.agg(mean="mean", std="std", n="count").reset_index()
-    sizes = frame.groupby(GROUP, sort=True)[["n_real", "n_fake"]].agg(lambda values: "/".join(str(v) for v in sorted(set(values))))
-    return summary.merge(sizes.reset_index(), on=GROUP)
+    """Per (task, K, method, checkpoint, metric): mean and sample standard deviation over the seeds that completed,
+    n of them, and how many seeds diverged (those have no value and never enter a mean)."""
+    frame = frame.assign(diverged=frame["status"].eq("diverged"))
+    grouped = frame.groupby(GROUP, sort=True)
+    summary = grouped["value"].agg(mean="mean", std="std", n="count").reset_index()
+    summary["n_diverged"] = grouped["diverged"].sum().astype(int).to_numpy()
+    completed = frame[~frame["diverged"]]
+    sizes = completed.groupby(GROUP, sort=True)[["n_real", "n_fake"]].agg(lambda values: "/".join(str(v) for v in sorted(set(values))))
+    return summary.merge(sizes.reset_index(), on=GROUP, how="left")
 
 
 def _number(value: float) -> str:
@@ -89,8 +93,18 @@ def _number(value: float) -> str:
 def _cell(row: pd.Series | None, column: MetricColumn) -> str:
     if row is None:
         return "n/a"
+    if row["n"] == 0:
+        return "diverged" if row["n_diverged"] else "n/a"
     mean = _number(row["mean"] * column.scale)
     return mean if pd.isna(row["std"]) else f"{mean} +/- {_number(row['std'] * column.scale)}"
+
+
+def _seed_count(rows: list[pd.Series]) -> str:
+    """Seeds behind a table row: "3", or "2 + 1 diverged" when some diverged."""
+    completed = sorted({int(row["n"]) for row in rows})
+    diverged = max((int(row["n_diverged"]) for row in rows), default=0)
+    text = "/".join(map(str, completed))
+    return f"{text} + {diverged} diverged" if diverged else text
 
 
 def _metric_table(block: pd.DataFrame, columns: list[MetricColumn]) -> list[str]:
@@ -102,15 +116,15 @@ def _metric_table(block: pd.DataFrame, columns: list[MetricColumn]) -> list[str]
     for (shots, method), rows in block.groupby(["shots", "method"], sort=True):
         by_metric = {row["metric"]: row for _, row in rows.iterrows()}
         cells = [_cell(by_metric.get(column.metric), column) for column in present]
-        counts = sorted({int(by_metric[c.metric]["n"]) for c in present if c.metric in by_metric})
-        lines.append(f"| {shots} | {method} | " + " | ".join(cells) + f" | {'/'.join(map(str, counts))} |")
+        count = _seed_count([by_metric[c.metric] for c in present if c.metric in by_metric])
+        lines.append(f"| {shots} | {method} | " + " | ".join(cells) + f" | {count} |")
     return lines + [""]
 
 
 def _sample_sizes(block: pd.DataFrame) -> str:
     sizes = []
     for column in (HEADLINE, DIVERSITY[0], DIVERSITY[-2]):
-        rows = block[block["metric"] == column.metric]
+        rows = block[(block["metric"] == column.metric) & block["value"].notna()]
         if not rows.empty:
             sizes.append(f"{column.label}: n_real {'/'.join(sorted(set(rows['n_real'])))}, n_fake {'/'.join(sorted(set(rows['n_fake'])))}")
     return "; ".join(sizes)
@@ -128,6 +142,17 @@ def _heldout_levels(frame: pd.DataFrame) -> str:
     return ", ".join(parts)
 
 
+def _divergences(frame: pd.DataFrame) -> list[str]:
+    diverged = frame[frame["status"].eq("diverged")].drop_duplicates(["shots", "method", "seed"])
+    if diverged.empty:
+        return []
+    runs = []
+    for _, row in diverged.sort_values(["shots", "method", "seed"]).iterrows():
+        details = json.loads(row["details"])
+        runs.append(f"K = {row['shots']} {row['method']} seed {row['seed']} at step {details['diverged_at_step']} ({details['divergence_reason']})")
+    return [f"Diverged runs (no scores; shown as \"diverged\", left out of means and ranking): {'; '.join(runs)}.", ""]
+
+
 def render_markdown(frame: pd.DataFrame) -> str:
     if frame.empty:
         raise BenchmarkError("No results to tabulate: the results CSV has no rows. Run the benchmark first.")
@@ -137,7 +162,8 @@ def render_markdown(frame: pd.DataFrame) -> str:
         "# Results",
         "",
         "Mean +/- sample standard deviation over seeds (each seed: its own split draw of the K shots and its own",
-        "training seed); n = number of seeds. Each column says which direction is better.",
+        "training seed); n = number of seeds that completed (a diverged seed is counted apart and never enters a",
+        "mean). Each column says which direction is better.",
         "",
         "- KID is the headline distance: it is unbiased, while FID is biased upwards when the reference set is",
         "  small (few-shot targets have a few hundred reference images). KID, FID, precision, recall, density,",
@@ -153,11 +179,12 @@ def render_markdown(frame: pd.DataFrame) -> str:
     ]
     for (task, kind), block in summary.groupby(["task", "task_kind"], sort=True):
         task_rows = frame[frame["task"] == task]
-        spaces = ", ".join(sorted(set(task_rows["feature_space"])))
+        spaces = ", ".join(sorted(set(task_rows["feature_space"].dropna())))
         lines += [f"## {task} ({kind})", "", f"Feature spaces: {spaces}. Sample sizes: {_sample_sizes(task_rows)}.", ""]
         levels = _heldout_levels(task_rows)
         if levels:
             lines += [f"Held-out real images score {levels} (the level of a generator that copies nothing).", ""]
+        lines += _divergences(task_rows)
         checkpoints = sorted(set(block["checkpoint"]), key=lambda name: (CHECKPOINT_ORDER + [name]).index(name))
         for checkpoint in checkpoints:
             rows = block[block["checkpoint"] == checkpoint]
@@ -172,11 +199,20 @@ def render_markdown(frame: pd.DataFrame) -> str:
 
 
 def headline_comparison(rows: pd.DataFrame) -> str:
-    """Which method has the lowest mean headline metric, and whether the seeds resolve it from the runner-up."""
-    label, scale = HEADLINE.label, HEADLINE.scale
-    ranked = rows.sort_values("mean", kind="stable")
+    """Which method has the lowest mean headline metric, and whether the seeds resolve it from the runner-up.
+    Methods with a diverged seed are not ranked: their mean would leave out their failures."""
+    unranked = sorted(rows.loc[rows["n_diverged"] > 0, "method"])
+    note = f" Not ranked, because of diverged seeds: {', '.join(unranked)}." if unranked else ""
+    ranked = rows[rows["n_diverged"] == 0].sort_values("mean", kind="stable")
+    if ranked.empty:
+        return "every method had diverged seeds." + note
     if len(ranked) < 2:
-        return f"only {ranked.iloc[0]['method']} was run."
+        return f"only {ranked.iloc[0]['method']} ran without diverging." + note
+    return _compare(ranked) + note
+
+
+def _compare(ranked: pd.DataFrame) -> str:
+    label, scale = HEADLINE.label, HEADLINE.scale
     best, second = ranked.iloc[0], ranked.iloc[1]
     text = (
         f"lowest mean {label}: {best['method']} ({best['mean'] * scale:.2f}), runner-up {second['method']} "

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from benchmark.checkpoint import save_checkpoint
 from benchmark.data import PreparedDataset
 from benchmark.hashing import sha256_file, sha256_json
 from benchmark.io import atomic_write_json
@@ -17,7 +18,7 @@ from benchmark.metrics import DistanceScorer, FeatureSpace, feature_space
 from benchmark.models import Architecture, GANModels, Generator
 from benchmark.provenance import environment
 from benchmark.splits import check_dataset_matches, read_manifest, shots_for
-from benchmark.training import TrainingHooks, TrainSettings, as_training_tensor, generate, train_gan
+from benchmark.training import TrainingDiverged, TrainingHooks, TrainSettings, as_training_tensor, generate, train_gan
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +112,27 @@ def adapt_to_task(
     context = AdaptationContext(arch=arch, seed=seed, device=device, artefacts=artefacts)
     models = method.initialise(context)
     log.info("adapting '%s' to task '%s', K=%d, seed %d (draw %d) on %s", method_name, manifest["name"], shots, seed, split_draw, device)
-    train_gan(
-        models,
-        as_training_tensor(target.images[shot_indices], device),
-        TrainSettings(**train),
-        seed,
-        output_dir,
-        method,
-        identity,
-        evaluate=validation_evaluator(validation, space, evaluation, device),
-    )
+    outcome: dict[str, Any] = {"status": "completed"}
+    try:
+        train_gan(
+            models,
+            as_training_tensor(target.images[shot_indices], device),
+            TrainSettings(**train),
+            seed,
+            output_dir,
+            method,
+            identity,
+            evaluate=validation_evaluator(validation, space, evaluation, device),
+        )
+    except TrainingDiverged as diverged:
+        # A diverged run is a result, not a crash: it is recorded, and the rest of the benchmark goes on.
+        log.error("run %s diverged at step %d (%s): recorded as diverged", output_dir, diverged.step, diverged.reason)
+        outcome = {"status": "diverged", "diverged_at_step": diverged.step, "divergence_reason": diverged.reason}
+        save_checkpoint(
+            output_dir / "checkpoint.pt",
+            {"status": "diverged", "step": diverged.step, "reason": diverged.reason, "architecture": arch.to_dict()},
+        )
     atomic_write_json(
         output_dir / "config.json",
-        {**identity, "seed": seed, "train_settings": train, "evaluation": evaluation, "environment": environment()},
+        {**identity, "seed": seed, "train_settings": train, "evaluation": evaluation, **outcome, "environment": environment()},
     )

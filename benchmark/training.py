@@ -244,7 +244,11 @@ def train_gan(
         values = {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
-            raise TrainingDiverged(step, f"non-finite {', '.join(bad)}")
+            diverged = TrainingDiverged(step, f"non-finite {', '.join(bad)}")
+            records.append(json.dumps({"step": step, "diverged": diverged.reason}, sort_keys=True))
+            write_log()
+            resume_path.unlink(missing_ok=True)  # resuming would only diverge again at the same step
+            raise diverged
         if step % settings.log_every == 0 or step in (1, settings.steps):
             now = time.perf_counter()
             rate = (step - last_step) / max(now - last_time, 1e-9)

@@ -5,6 +5,6 @@
 """
 
 from benchmark.metrics.features import FeatureExtractor, FeatureSpace, feature_space
-from benchmark.metrics.suite import DistanceScorer, EvaluationSets, MetricSettings, MetricSuite
+from benchmark.metrics.suite import SUITE_METRICS, DistanceScorer, EvaluationSets, MetricSettings, MetricSuite
 
-__all__ = ["DistanceScorer", "EvaluationSets", "FeatureExtractor", "FeatureSpace", "MetricSettings", "MetricSuite", "feature_space"]
+__all__ = ["SUITE_METRICS", "DistanceScorer", "EvaluationSets", "FeatureExtractor", "FeatureSpace", "MetricSettings", "MetricSuite", "feature_space"]

@@ -26,6 +26,11 @@ from benchmark.metrics.perceptual import PerceptualEmbedding
 log = logging.getLogger(__name__)
 
 MIN_REFERENCE_PER_BIN = 10  # NDB's z-tests need several reference samples per bin
+# Every metric the suite can report (FID_inf only when asked for; class and NN-ratio metrics where they apply).
+SUITE_METRICS = (
+    "kid", "fid", "fid_inf", "precision", "recall", "density", "coverage", "ndb_fraction", "ndb_jsd",
+    "classes_covered", "class_kl", "intra_cluster_lpips", "memorisation_share", "nn_ratio_share",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,178 @@
+"""Reliability: a SIGKILLed training job resumes to bit-identical results; the same config and seed give
+identical result records; a diverging run is recorded as diverged while the rest of the benchmark goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmark.data import prepare_dataset
+from benchmark.encoder import train_encoder
+from benchmark.splits import build_source_manifest, build_task_manifest, write_manifest
+from conftest import REPO, run_cli, save_prepared
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TRAIN = {"steps": 400, "batch_size": 16, "ema_decay": 0.9, "eval_every": 100, "checkpoint_every": 10, "log_every": 50}
+EVALUATION = {
+    "num_generated": 300, "validation_num_generated": 50, "kid_subset_size": 50, "kid_subsets": 10, "seed": 1,
+    "inception_weights": None, "nearest_k": 5, "ndb_bins": 50, "ndb_alpha": 0.05, "diversity_samples": 1000,
+    "diversity_cluster_size": 50, "memorisation_quantile": 0.05, "nn_ratio_threshold": 1 / 3, "class_neighbours": 5,
+    "class_min_share_ratio": 0.2, "select_on": "kid", "oracle_selection": False, "fid_infinity": False,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def task_files(tmp_path_factory, digits):
+    """Prepared digits, a task manifest (5 -> 9 digits) and a small encoder, as the pipeline's stages write them."""
+    folder = tmp_path_factory.mktemp("task")
+    data = save_prepared(digits, folder, "digits")
+    source = build_source_manifest("low", {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, digits, 0)
+    spec = {"kind": "few-shot", "source": "low", "target": {"dataset": "digits", "classes": [5, 6, 7, 8, 9]}, "validation_size": 60, "shot_pool_size": 20}
+    manifest = folder / "task.json"
+    write_manifest(manifest, build_task_manifest("digits_high", spec, source, digits, [5], 1, 0))
+    encoder = folder / "encoder.safetensors"
+    train_encoder(digits.images[:600], digits.labels[:600], digits.class_names, 1, 64, 1e-3, 0, 0.0, encoder, {"test": True})
+    return {"data": data, "manifest": manifest, "encoder": encoder}
+
+
+def _adapt_command(files: dict[str, Path], run_dir: Path, train: dict = TRAIN) -> list[str]:
+    settings = {
+        "method": "scratch", "method_hparams": {}, "shots": 5, "seed": 3, "split_draw": 0, "pretrain_seed": 0,
+        "architecture": {"z_dim": 16, "width": 8}, "train": train, "evaluation": EVALUATION, "device": "cpu",
+    }  # fmt: skip
+    return [
+        sys.executable, "-m", "benchmark.cli", "--threads", "1", "adapt", "--settings", json.dumps(settings),
+        "--manifest", str(files["manifest"]), "--dataset", str(files["data"]), "--encoder", str(files["encoder"]),
+        "--output-dir", str(run_dir),
+    ]  # fmt: skip
+
+
+def _evaluate(files: dict[str, Path], run_dir: Path) -> list[dict]:
+    result = run_cli(
+        "--threads", "1", "evaluate", "--settings", json.dumps({"evaluation": EVALUATION, "device": "cpu"}), "--run-dir", str(run_dir),
+        "--manifest", str(files["manifest"]), "--dataset", str(files["data"]), "--encoder", str(files["encoder"]),
+        "--output", str(run_dir / "metrics.json"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads((run_dir / "metrics.json").read_text())["records"]
+
+
+def _scores(records: list[dict]) -> list[tuple]:
+    return [(r["checkpoint"], r["checkpoint_step"], r["metric"], r["value"]) for r in records]
+
+
+def test_sigkilled_training_resumes_from_its_checkpoint_to_identical_results(tmp_path, task_files):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert subprocess.run(_adapt_command(task_files, straight), capture_output=True, cwd=REPO).returncode == 0
+
+    process = subprocess.Popen(_adapt_command(task_files, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    deadline = time.monotonic() + 120
+    step = 0
+    while step < 150 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+        try:  # resume.pt is replaced atomically, so a file that exists is complete
+            step = torch.load(killed / "resume.pt", weights_only=True)["step"]
+        except FileNotFoundError:
+            continue
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the job finished before it could be killed: lengthen TRAIN['steps']"
+    assert 150 <= step < TRAIN["steps"] and not (killed / "checkpoint.pt").exists()
+
+    resumed = subprocess.run(_adapt_command(task_files, killed), capture_output=True, text=True, cwd=REPO)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stderr and not (killed / "resume.pt").exists()
+
+    final_a, final_b = (torch.load(run / "checkpoint.pt", weights_only=True) for run in (straight, killed))
+    for part in ("generator", "generator_ema", "discriminator"):
+        for name, tensor in final_a[part].items():
+            assert torch.equal(tensor, final_b[part][name]), (part, name)
+    evaluations = [[line for line in (run / "train_log.jsonl").read_text().splitlines() if '"eval"' in line] for run in (straight, killed)]
+    assert evaluations[0] == evaluations[1] and len(evaluations[0]) == 4
+    assert _scores(_evaluate(task_files, straight)) == _scores(_evaluate(task_files, killed))
+
+
+def test_resume_with_changed_hyperparameters_is_refused_and_names_them(tmp_path, task_files):
+    run_dir = tmp_path / "run"
+    interrupted = {**TRAIN, "steps": 40}
+    assert subprocess.run(_adapt_command(task_files, run_dir, interrupted), capture_output=True, cwd=REPO).returncode == 0
+    (run_dir / "checkpoint.pt").rename(run_dir / "resume.pt")  # as if killed just before the end
+    changed = subprocess.run(_adapt_command(task_files, run_dir, {**interrupted, "batch_size": 32}), capture_output=True, text=True, cwd=REPO)
+    assert changed.returncode == 2
+    assert "batch_size" in changed.stderr and "other settings" in changed.stderr
+
+
+DIVERGING_METHOD = '''
+import torch
+
+from benchmark.methods import Method
+
+
+class Diverging(Method):
+    """Test stand-in for an exploding loss: from its third generator step on, its penalty is NaN."""
+
+    name = "diverging"
+    paper = "test only"
+
+    def generator_penalty(self, generator):
+        self.steps = getattr(self, "steps", 0) + 1
+        return torch.tensor(float("nan")) if self.steps >= 3 else None
+'''
+
+
+@pytest.fixture(scope="module")
+def two_workflow_runs(tmp_path_factory):
+    """The reliability config run twice by real Snakemake, in two fresh folders."""
+    plugins = tmp_path_factory.mktemp("plugins")
+    (plugins / "diverging.py").write_text(DIVERGING_METHOD)
+    env = {**os.environ, "GANBENCH_METHODS_PATH": str(plugins)}
+    folders = []
+    for name in ("first", "second"):
+        folder = tmp_path_factory.mktemp(name)
+        result = subprocess.run(
+            [*SNAKEMAKE, "--cores", "2", "-s", str(REPO / "Snakefile"), "--directory", str(folder), "--configfile", str(REPO / "tests" / "reliability_config.yaml")],
+            capture_output=True, text=True, cwd=REPO, env=env,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        folders.append(folder)
+    return folders
+
+
+def _records(folder: Path) -> dict[str, list[dict]]:
+    files = sorted((folder / "results" / "runs").glob("*/*/*/*/metrics.json"))
+    return {str(path.relative_to(folder)): json.loads(path.read_text())["records"] for path in files}
+
+
+def test_same_config_and_seed_give_identical_result_records(two_workflow_runs):
+    first, second = (_records(folder) for folder in two_workflow_runs)
+    assert sorted(first) == sorted(second) and len(first) == 3
+    assert first == second  # every field: values, sample sizes, hashes, run config, environment
+    assert (two_workflow_runs[0] / "results" / "results.csv").read_bytes() == (two_workflow_runs[1] / "results" / "results.csv").read_bytes()
+
+
+def test_diverged_run_is_recorded_and_shown_while_the_benchmark_goes_on(two_workflow_runs):
+    folder = two_workflow_runs[0]
+    run_dir = folder / "results" / "runs" / "digits_5to9" / "k5" / "diverging" / "seed0"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["status"] == "diverged" and config["diverged_at_step"] == 3 and "non-finite loss_g" in config["divergence_reason"]
+    assert json.loads((run_dir / "train_log.jsonl").read_text().splitlines()[-1]) == {"step": 3, "diverged": "non-finite loss_g"}
+
+    frame = pd.read_csv(folder / "results" / "results.csv")
+    diverged = frame[frame["method"] == "diverging"]
+    assert set(diverged["status"]) == {"diverged"} and diverged["value"].isna().all()
+    others = frame[frame["method"] != "diverging"]
+    assert set(others["status"]) == {"completed"} and others["value"].notna().all() and set(others["method"]) == {"scratch", "finetune"}
+
+    table = (folder / "reports" / "results.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| 5 | diverging |"))
+    assert row.count("| diverged ") == 6 and row.endswith("| 0 + 1 diverged |")
+    assert "Diverged runs (no scores" in table and "K = 5 diverging seed 0 at step 3 (non-finite loss_g)" in table
+    assert "Not ranked, because of diverged seeds: diverging." in table and "lowest mean KID" in table
