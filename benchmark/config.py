@@ -66,6 +66,13 @@ def _looks_numeric(text: str) -> bool:
 
 
 def _check_references(config: dict[str, Any]) -> None:
+    from benchmark.data import get_data_source  # deferred: it discovers the dataset plugins
+
+    for name, dataset in config["datasets"].items():
+        try:
+            get_data_source(dataset["source"])
+        except BenchmarkError as error:
+            raise BenchmarkError(f"Config key 'datasets.{name}.source': {error}") from error
     for name, source in config["sources"].items():
         if source["dataset"] not in config["datasets"]:
             raise BenchmarkError(f"Config key 'sources.{name}.dataset': '{source['dataset']}' is not a key of `datasets` ({sorted(config['datasets'])}).")
@@ -73,7 +80,10 @@ def _check_references(config: dict[str, Any]) -> None:
         if task["source"] not in config["sources"]:
             raise BenchmarkError(f"Config key 'tasks.{name}.source': '{task['source']}' is not a key of `sources` ({sorted(config['sources'])}).")
         if task["target"]["dataset"] not in config["datasets"]:
-            raise BenchmarkError(f"Config key 'tasks.{name}.target.dataset': '{task['target']['dataset']}' is not a key of `datasets`.")
+            raise BenchmarkError(
+                f"Config key 'tasks.{name}.target.dataset': '{task['target']['dataset']}' is not a key of `datasets` "
+                f"({sorted(config['datasets'])}). Define it there or fix the name."
+            )
         if max(config["shots"]) > task["shot_pool_size"]:
             raise BenchmarkError(
                 f"Config key 'tasks.{name}.shot_pool_size' ({task['shot_pool_size']}) is smaller than the largest K in "

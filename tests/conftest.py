@@ -14,6 +14,7 @@ from PIL import Image, ImageFilter
 from benchmark.config import data_root
 from benchmark.data import PreparedDataset, prepare_dataset
 from benchmark.encoder import train_encoder
+from benchmark.splits import build_source_manifest, build_task_manifest, write_manifest
 from benchmark.metrics import EvaluationSets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,3 +89,17 @@ def digit_sets(mnist_encoder, mnist_5k):
 
 def blur(images: np.ndarray, radius: float) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(image[0]).filter(ImageFilter.GaussianBlur(radius)))[None] for image in images])
+
+
+@pytest.fixture(scope="session")
+def task_files(tmp_path_factory, digits):
+    """Prepared digits, a task manifest (5 -> 9 digits) and a small encoder, as the pipeline's stages write them."""
+    folder = tmp_path_factory.mktemp("task")
+    data = save_prepared(digits, folder, "digits")
+    source = build_source_manifest("low", {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, digits, 0)
+    spec = {"kind": "few-shot", "source": "low", "target": {"dataset": "digits", "classes": [5, 6, 7, 8, 9]}, "validation_size": 60, "shot_pool_size": 20}
+    manifest = folder / "task.json"
+    write_manifest(manifest, build_task_manifest("digits_high", spec, source, digits, [5], 1, 0))
+    encoder = folder / "encoder.safetensors"
+    train_encoder(digits.images[:600], digits.labels[:600], digits.class_names, 1, 64, 1e-3, 0, 0.0, encoder, {"test": True})
+    return {"data": data, "manifest": manifest, "encoder": encoder}

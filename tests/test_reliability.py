@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,10 +16,8 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark.data import prepare_dataset
-from benchmark.encoder import train_encoder
-from benchmark.splits import build_source_manifest, build_task_manifest, write_manifest
-from conftest import REPO, run_cli, save_prepared
+from benchmark.io import atomic_save, atomic_write_json
+from conftest import REPO, run_cli
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TRAIN = {"steps": 400, "batch_size": 16, "ema_decay": 0.9, "eval_every": 100, "checkpoint_every": 10, "log_every": 50}
@@ -28,20 +27,6 @@ EVALUATION = {
     "diversity_cluster_size": 50, "memorisation_quantile": 0.05, "nn_ratio_threshold": 1 / 3, "class_neighbours": 5,
     "class_min_share_ratio": 0.2, "select_on": "kid", "oracle_selection": False, "fid_infinity": False,
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def task_files(tmp_path_factory, digits):
-    """Prepared digits, a task manifest (5 -> 9 digits) and a small encoder, as the pipeline's stages write them."""
-    folder = tmp_path_factory.mktemp("task")
-    data = save_prepared(digits, folder, "digits")
-    source = build_source_manifest("low", {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, digits, 0)
-    spec = {"kind": "few-shot", "source": "low", "target": {"dataset": "digits", "classes": [5, 6, 7, 8, 9]}, "validation_size": 60, "shot_pool_size": 20}
-    manifest = folder / "task.json"
-    write_manifest(manifest, build_task_manifest("digits_high", spec, source, digits, [5], 1, 0))
-    encoder = folder / "encoder.safetensors"
-    train_encoder(digits.images[:600], digits.labels[:600], digits.class_names, 1, 64, 1e-3, 0, 0.0, encoder, {"test": True})
-    return {"data": data, "manifest": manifest, "encoder": encoder}
 
 
 def _adapt_command(files: dict[str, Path], run_dir: Path, train: dict = TRAIN) -> list[str]:
@@ -176,3 +161,37 @@ def test_diverged_run_is_recorded_and_shown_while_the_benchmark_goes_on(two_work
     assert row.count("| diverged ") == 6 and row.endswith("| 0 + 1 diverged |")
     assert "Diverged runs (no scores" in table and "K = 5 diverging seed 0 at step 3 (non-finite loss_g)" in table
     assert "Not ranked, because of diverged seeds: diverging." in table and "lowest mean KID" in table
+
+
+class _Crash(BaseException):
+    """Stands in for a process dying in the middle of a write."""
+
+
+def _crash_mid_write(tmp: str) -> None:
+    Path(tmp).write_bytes(b'{"records": [')  # half a file
+    raise _Crash
+
+
+def test_a_write_that_dies_midway_leaves_the_old_file_or_none(tmp_path):
+    target = tmp_path / "metrics.json"
+    with pytest.raises(_Crash):
+        atomic_save(target, _crash_mid_write)
+    assert list(tmp_path.iterdir()) == []  # neither the target nor the temporary file
+    atomic_write_json(target, {"records": []})
+    with pytest.raises(_Crash):
+        atomic_save(target, _crash_mid_write)
+    assert json.loads(target.read_text()) == {"records": []} and list(tmp_path.iterdir()) == [target]
+
+
+def test_no_code_path_unpickles_arbitrary_objects():
+    """Every torch.load in the code passes weights_only=True; nothing calls pickle's loaders or allows pickles in
+    numpy files (checkpoints of other kinds are safetensors)."""
+    sources = [path for folder in ("benchmark", "datasets", "methods", "scripts") for path in (REPO / folder).rglob("*.py")]
+    loads = 0
+    for path in sources:
+        text = path.read_text()
+        for call in re.findall(r"torch\.load\(([^)]*)\)", text):
+            loads += 1
+            assert "weights_only=True" in call, (path, call)
+        assert not re.search(r"pickle\.loads?\(|allow_pickle=True|weights_only=False", text), path
+    assert loads >= 1
