@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from benchmark.checkpoint import save_checkpoint
+from benchmark.checkpoint import load_checkpoint, save_checkpoint
 from benchmark.data import PreparedDataset
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import sha256_json
@@ -31,7 +31,7 @@ from benchmark.models import Discriminator, GANModels, Generator
 from benchmark.provenance import environment
 from benchmark.runs import architecture_for
 from benchmark.splits import check_dataset_matches, read_manifest
-from benchmark.training import TrainSettings, as_training_tensor, discriminator_loss, generator_loss
+from benchmark.training import TrainSettings, as_training_tensor, discriminator_loss, generator_loss, settings_differences
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ def meta_train_source(
     device: torch.device,
     output_dir: Path,
     log_every: int = 25,
+    checkpoint_every: int = 25,
 ) -> None:
     manifest = read_manifest(meta_manifest_path, "meta")
     dataset = PreparedDataset.load(dataset_path)
@@ -156,16 +157,6 @@ def meta_train_source(
 
     rng = torch.Generator().manual_seed(seed)
     hp = method.hparams
-    records, started = [], time.perf_counter()
-    for iteration in range(1, hp["meta_iterations"] + 1):
-        first = (iteration - 1) * hp["meta_batch_size"]
-        batch = [task_images(manifest["tasks"][(first + b) % len(manifest["tasks"])]) for b in range(hp["meta_batch_size"])]
-        losses = method.meta_step(models, batch, rng)
-        if iteration % log_every == 0 or iteration in (1, hp["meta_iterations"]):
-            rate = iteration / (time.perf_counter() - started)
-            records.append(json.dumps({"iteration": iteration, **losses}, sort_keys=True))
-            log.info("meta-iteration %d/%d  %s  (%.2f it/s)", iteration, hp["meta_iterations"], losses, rate)
-    refresh_buffers(models.generator, models.discriminator, images, rng)
     identity = {
         "stage": "meta_train",
         "method": method_name,
@@ -175,6 +166,47 @@ def meta_train_source(
         "architecture": arch.to_dict(),
         "seed": seed,
     }
+    identity_json = json.dumps(identity, sort_keys=True)
+    outer_g, outer_d = method.outer_optimisers(models)
+    resume_path = output_dir / "resume.pt"
+    records: list[str] = []
+    start = 0
+    if resume_path.exists():  # a killed job: continue where its last mid-run checkpoint left off
+        state = load_checkpoint(resume_path, device)
+        changed = settings_differences(json.loads(state["identity_json"]), identity)
+        if changed:
+            raise BenchmarkError(
+                f"{resume_path} belongs to a meta-training with other settings ({'; '.join(changed)}). Delete it to "
+                "start over, or restore the settings to resume."
+            )
+        models.generator.load_state_dict(state["generator"])
+        models.discriminator.load_state_dict(state["discriminator"])
+        outer_g.load_state_dict(state["outer_g"])
+        outer_d.load_state_dict(state["outer_d"])
+        rng.set_state(state["rng_state"])
+        torch.set_rng_state(state["torch_rng_state"])
+        records, start = list(state["records"]), int(state["step"])
+        log.info("resuming meta-training in %s at iteration %d of %d", output_dir, start, hp["meta_iterations"])
+    started = time.perf_counter()
+    for iteration in range(start + 1, hp["meta_iterations"] + 1):
+        first = (iteration - 1) * hp["meta_batch_size"]
+        batch = [task_images(manifest["tasks"][(first + b) % len(manifest["tasks"])]) for b in range(hp["meta_batch_size"])]
+        losses = method.meta_step(models, batch, rng)
+        if iteration % log_every == 0 or iteration in (1, hp["meta_iterations"]):
+            rate = (iteration - start) / (time.perf_counter() - started)
+            records.append(json.dumps({"iteration": iteration, **losses}, sort_keys=True))
+            log.info("meta-iteration %d/%d  %s  (%.2f it/s)", iteration, hp["meta_iterations"], losses, rate)
+        if iteration % checkpoint_every == 0 and iteration != hp["meta_iterations"]:
+            save_checkpoint(
+                resume_path,
+                {
+                    "step": iteration, "architecture": arch.to_dict(), "identity_json": identity_json, "records": records,
+                    "generator": models.generator.state_dict(), "discriminator": models.discriminator.state_dict(),
+                    "outer_g": outer_g.state_dict(), "outer_d": outer_d.state_dict(),
+                    "rng_state": rng.get_state(), "torch_rng_state": torch.get_rng_state(),
+                },
+            )  # fmt: skip
+    refresh_buffers(models.generator, models.discriminator, images, rng)
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "meta_log.jsonl", "".join(line + "\n" for line in records))
     save_checkpoint(
@@ -182,10 +214,11 @@ def meta_train_source(
         {
             "step": hp["meta_iterations"],
             "architecture": arch.to_dict(),
-            "identity_json": json.dumps(identity, sort_keys=True),
+            "identity_json": identity_json,
             "generator": models.generator.state_dict(),
             "discriminator": models.discriminator.state_dict(),
             "generator_ema": None,
         },
     )
+    resume_path.unlink(missing_ok=True)
     atomic_write_json(output_dir / "config.json", {**identity, "environment": environment(), "seconds": time.perf_counter() - started})

@@ -127,7 +127,9 @@ def _step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, penalty: torch.T
     return loss
 
 
-def _differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def settings_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's run identity and the current one, key by key."""
+    current = json.loads(json.dumps(current))  # tuples -> lists, as the stored identity went through JSON
     keys = sorted(set(stored) | set(current))
     return [f"{key}: checkpoint {stored.get(key)!r} vs now {current.get(key)!r}" for key in keys if stored.get(key) != current.get(key)]
 
@@ -172,7 +174,7 @@ def train_gan(
     existing = next((path for path in (checkpoint_path, resume_path) if path.exists()), None)
     if existing is not None:
         state = load_checkpoint(existing, map_location=device)
-        changed = _differences(json.loads(state["identity_json"]), json.loads(json.dumps(identity)))
+        changed = settings_differences(json.loads(state["identity_json"]), identity)
         if changed:
             raise BenchmarkError(
                 f"{existing} belongs to a run with other settings ({'; '.join(changed)}). Delete the run "

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from benchmark.io import atomic_save, atomic_write_json
-from conftest import REPO, run_cli
+from benchmark.splits import build_meta_manifest, build_source_manifest, write_manifest
+from conftest import REPO, run_cli, save_prepared
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TRAIN = {"steps": 400, "batch_size": 16, "ema_decay": 0.9, "eval_every": 100, "checkpoint_every": 10, "log_every": 50}
@@ -55,22 +56,29 @@ def _scores(records: list[dict]) -> list[tuple]:
     return [(r["checkpoint"], r["checkpoint_step"], r["metric"], r["value"]) for r in records]
 
 
+def _run_and_kill(command: list[str], resume_path: Path, min_step: int) -> int:
+    """Start a training job, SIGKILL it once its mid-run checkpoint has reached `min_step`; returns that step."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    deadline = time.monotonic() + 120
+    step = 0
+    while step < min_step and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+        try:  # resume.pt is replaced atomically, so a file that exists is complete
+            step = torch.load(resume_path, weights_only=True)["step"]
+        except FileNotFoundError:
+            continue
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the job finished before it could be killed: give it more steps"
+    assert step >= min_step
+    return step
+
+
 def test_sigkilled_training_resumes_from_its_checkpoint_to_identical_results(tmp_path, task_files):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert subprocess.run(_adapt_command(task_files, straight), capture_output=True, cwd=REPO).returncode == 0
 
-    process = subprocess.Popen(_adapt_command(task_files, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
-    deadline = time.monotonic() + 120
-    step = 0
-    while step < 150 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-        try:  # resume.pt is replaced atomically, so a file that exists is complete
-            step = torch.load(killed / "resume.pt", weights_only=True)["step"]
-        except FileNotFoundError:
-            continue
-    os.kill(process.pid, signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, "the job finished before it could be killed: lengthen TRAIN['steps']"
-    assert 150 <= step < TRAIN["steps"] and not (killed / "checkpoint.pt").exists()
+    step = _run_and_kill(_adapt_command(task_files, killed), killed / "resume.pt", min_step=150)
+    assert step < TRAIN["steps"] and not (killed / "checkpoint.pt").exists()
 
     resumed = subprocess.run(_adapt_command(task_files, killed), capture_output=True, text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -83,6 +91,31 @@ def test_sigkilled_training_resumes_from_its_checkpoint_to_identical_results(tmp
     evaluations = [[line for line in (run / "train_log.jsonl").read_text().splitlines() if '"eval"' in line] for run in (straight, killed)]
     assert evaluations[0] == evaluations[1] and len(evaluations[0]) == 4
     assert _scores(_evaluate(task_files, straight)) == _scores(_evaluate(task_files, killed))
+
+
+def test_sigkilled_meta_training_resumes_to_identical_weights(tmp_path, digits):
+    data = save_prepared(digits, tmp_path, "digits")
+    source = build_source_manifest("low", {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, digits, 0)
+    manifest = tmp_path / "meta.json"
+    write_manifest(manifest, build_meta_manifest(source, digits, "class", 40, 5, 5, 0))
+    hparams = {"meta_iterations": 300, "meta_batch_size": 1, "inner_steps": 1, "inner_batch_size": 8, "first_order": True}
+    settings = {"method": "maml_gan", "method_hparams": hparams, "architecture": {"z_dim": 16, "width": 8}, "seed": 0, "device": "cpu"}
+
+    def command(output: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "benchmark.cli", "--threads", "1", "meta-train", "--settings", json.dumps(settings),
+            "--manifest", str(manifest), "--dataset", str(data), "--output-dir", str(output),
+        ]  # fmt: skip
+
+    assert subprocess.run(command(tmp_path / "straight"), capture_output=True, cwd=REPO).returncode == 0
+    _run_and_kill(command(tmp_path / "killed"), tmp_path / "killed" / "resume.pt", min_step=100)
+    resumed = subprocess.run(command(tmp_path / "killed"), capture_output=True, text=True, cwd=REPO)
+    assert resumed.returncode == 0 and "resuming meta-training" in resumed.stderr, resumed.stderr[-2000:]
+    final_a, final_b = (torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("straight", "killed"))
+    for part in ("generator", "discriminator"):
+        for name, tensor in final_a[part].items():
+            assert torch.equal(tensor, final_b[part][name]), (part, name)
+    assert (tmp_path / "straight" / "meta_log.jsonl").read_text() == (tmp_path / "killed" / "meta_log.jsonl").read_text()
 
 
 def test_resume_with_changed_hyperparameters_is_refused_and_names_them(tmp_path, task_files):
