@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch_fidelity.registry
 
-from benchmark.encoder import EXTRACTOR_NAME, register_extractor
+from benchmark.encoder import EXTRACTOR_NAME, DomainEncoderExtractor, register_extractor
 from benchmark.errors import BenchmarkError
 from benchmark.metrics import DistanceScorer, EvaluationSets, FeatureExtractor, MetricSettings, MetricSuite, feature_space
 from conftest import blur
@@ -67,7 +68,8 @@ def test_feature_extractor_is_in_eval_mode(mnist_encoder):
 
 def test_registering_twice_is_harmless():
     register_extractor()
-    register_extractor()
+    register_extractor()  # torch-fidelity raises on a second registration of the same name; this must not
+    assert torch_fidelity.registry.FEATURE_EXTRACTORS_REGISTRY[EXTRACTOR_NAME] is DomainEncoderExtractor
 
 
 def test_missing_inception_weights_is_one_clear_error(mnist_encoder):

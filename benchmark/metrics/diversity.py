@@ -43,9 +43,8 @@ def intra_cluster_diversity(fake: torch.Tensor, nearest: NearestShots, num_shots
     """Assign each generated sample to its nearest shot; mean pairwise distance among the first `max_per_cluster`
     members of each cluster; mean over clusters with at least two members. Collapse onto the shots gives ~0."""
     assignment = nearest.index[: len(fake)]
-    shots = range(num_shots)
     per_cluster, sizes = [], np.bincount(assignment.numpy(), minlength=num_shots)
-    for cluster in shots:
+    for cluster in range(num_shots):
         members = fake[assignment == cluster][:max_per_cluster]
         if len(members) < 2:
             continue
@@ -68,29 +67,28 @@ def memorisation(fake: NearestShots, heldout: NearestShots, num_shots: int, cali
     - share passing the nearest-neighbour ratio test d1 / d2 < `ratio_threshold` (Euclidean distances in the
       embedding): much closer to one shot than to any other. Needs K >= 2.
     """
-    heldout_first, heldout_second, fake_first, fake_second = heldout.first, heldout.second, fake.first, fake.second
-    threshold = float(torch.quantile(heldout_first, calibration_quantile))
+    threshold = float(torch.quantile(heldout.first, calibration_quantile))
     records = [
         {
             "metric": "memorisation_share",
-            "value": float((fake_first < threshold).double().mean()),
+            "value": float((fake.first < threshold).double().mean()),
             "threshold": threshold,
             "calibration_quantile": calibration_quantile,
-            "heldout_value": float((heldout_first < threshold).double().mean()),
+            "heldout_value": float((heldout.first < threshold).double().mean()),
             "n_heldout": len(heldout),
         }
     ]
     if num_shots >= 2:
 
-        def ratio_share(first: torch.Tensor, second: torch.Tensor) -> float:
-            return float((first.sqrt() < ratio_threshold * second.sqrt()).double().mean())
+        def ratio_share(nearest: NearestShots) -> float:
+            return float((nearest.first.sqrt() < ratio_threshold * nearest.second.sqrt()).double().mean())
 
         records.append(
             {
                 "metric": "nn_ratio_share",
-                "value": ratio_share(fake_first, fake_second),
+                "value": ratio_share(fake),
                 "ratio_threshold": ratio_threshold,
-                "heldout_value": ratio_share(heldout_first, heldout_second),
+                "heldout_value": ratio_share(heldout),
                 "n_heldout": len(heldout),
             }
         )
