@@ -1,6 +1,9 @@
 """Core library of the few-shot / cross-domain GAN adaptation benchmark.
 
-The library never imports Snakemake: the workflow calls the `ganbench` CLI, which calls one function here.
+`benchmark/stages/` holds the pipeline, one module per stage; each workflow rule calls one `ganbench`
+subcommand (`benchmark.cli`), which makes one call into its stage. Everything else here is the library the
+stages are built from, and it never imports a stage, nor Snakemake. `layout` says where every result lives,
+`plan` which jobs run and what each is told, the config schema every default.
 """
 
 __version__ = "0.1.0"

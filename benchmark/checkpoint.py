@@ -16,10 +16,9 @@ import torch
 
 from benchmark.errors import BenchmarkError
 from benchmark.io import atomic_write_bytes
-from benchmark.models import Architecture, GANModels, Generator, Discriminator
+from benchmark.models import Architecture, Discriminator, GANModels, Generator
 
 FORMAT_VERSION = 1
-SNAPSHOT_DIR = "snapshots"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -63,13 +62,14 @@ def models_from_checkpoint(payload: dict[str, Any], path: str | Path, expected: 
     return GANModels(expected, generator.to(device), discriminator.to(device))
 
 
-def snapshot_path(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / SNAPSHOT_DIR / f"step{step:07d}.pt"
-
-
 def save_snapshot(path: str | Path, step: int, arch: Architecture, identity: dict[str, Any], generator: Generator) -> None:
     """The generator that an evaluation step scored, with the identity of its run."""
-    payload = {"step": step, "architecture": arch.to_dict(), "identity_json": json.dumps(identity, sort_keys=True), "generator": generator.state_dict()}
+    payload = {
+        "step": step,
+        "architecture": arch.to_dict(),
+        "identity_json": json.dumps(identity, sort_keys=True),
+        "generator": generator.state_dict(),
+    }
     save_checkpoint(path, payload)
 
 

@@ -1,17 +1,19 @@
-"""Configuration: validated against one JSON Schema (defaults filled in), and the run plan derived from it.
+"""Configuration: validated against one JSON Schema, which is also the one table of defaults.
 
 The Snakefile and the tests both call `validate_config`, so a bad value gives the same message everywhere:
-the key's path, what was found and what is expected.
+the key's path, what was found and what is expected. Settings objects (`TrainSettings`, `Architecture`,
+`MetricSettings`, each stage's settings) take their values from a validated section (`complete`), never from
+defaults of their own. What runs, and with which settings, is derived from the config in `benchmark.plan`.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import yaml
@@ -45,16 +47,43 @@ _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Validate in place, fill defaults and check cross-references; returns the same dict."""
-    errors = sorted(_Validator(_schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
+    _raise_first_error(_schema(), config, prefix=[])
+    _check_references(config)
+    return config
+
+
+# Config sections that settings objects are built from, and where the schema describes each.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "train": ("definitions", "train"),  # pretrain.train and adapt.train
+    "architecture": ("properties", "architecture"),
+    "evaluation": ("properties", "evaluation"),
+    "encoder": ("properties", "encoder"),
+    "meta": ("properties", "meta"),
+}
+
+
+def complete(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of one section's values, validated, with every key the schema gives a default filled in.
+
+    Settings objects call this instead of carrying defaults of their own, so a hand-written `--settings` (or a
+    test) needs only the keys that differ from the schema's defaults."""
+    subschema = _schema()
+    for part in SECTIONS[section]:
+        subschema = subschema[part]
+    values = copy.deepcopy(values)
+    _raise_first_error(subschema, values, prefix=[section])
+    return values
+
+
+def _raise_first_error(schema: dict[str, Any], instance: Any, prefix: list[str]) -> None:
+    errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         error = errors[0]
-        key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        key = ".".join(str(part) for part in [*prefix, *error.absolute_path]) or "(top level)"
         hint = ""
         if isinstance(error.instance, str) and _looks_numeric(error.instance):
             hint = f" YAML reads a number such as 1e-4 without a dot as a string: write {error.instance.replace('e', '.0e', 1)}."
         raise BenchmarkError(f"Config key '{key}': {error.message}.{hint}")
-    _check_references(config)
-    return config
 
 
 def _looks_numeric(text: str) -> bool:
@@ -75,7 +104,9 @@ def _check_references(config: dict[str, Any]) -> None:
             raise BenchmarkError(f"Config key 'datasets.{name}.source': {error}") from error
     for name, source in config["sources"].items():
         if source["dataset"] not in config["datasets"]:
-            raise BenchmarkError(f"Config key 'sources.{name}.dataset': '{source['dataset']}' is not a key of `datasets` ({sorted(config['datasets'])}).")
+            raise BenchmarkError(
+                f"Config key 'sources.{name}.dataset': '{source['dataset']}' is not a key of `datasets` ({sorted(config['datasets'])})."
+            )
     for name, task in config["tasks"].items():
         if task["source"] not in config["sources"]:
             raise BenchmarkError(f"Config key 'tasks.{name}.source': '{task['source']}' is not a key of `sources` ({sorted(config['sources'])}).")
@@ -122,63 +153,3 @@ def dataset_options(config: dict[str, Any], dataset: str) -> dict[str, Any]:
         return value
 
     return substitute(config["datasets"][dataset].get("options", {}))
-
-
-def method_names(config: dict[str, Any]) -> list[str]:
-    from benchmark.methods import get_method, methods
-
-    names = sorted(methods()) if config["methods"] == "all" else list(config["methods"])
-    for name in names:  # unknown names and bad hyperparameters fail here, before any job runs
-        get_method(name)(**method_hparams(config, name))
-    return names
-
-
-def method_hparams(config: dict[str, Any], method: str) -> dict[str, Any]:
-    """Hyperparameters of a method or variant: "freeze_d+diffaug" takes freeze_d's, then its own entries.
-
-    A variant of a meta-learner adapts from its base method's meta-training, so it may not set hyperparameters
-    of its own (they would apply to adaptation only, unlike what its record would claim).
-    """
-    from benchmark.methods import get_method
-
-    table = config["adapt"]["method_hparams"]
-    base = method.split("+")[0]
-    if method != base and table.get(method) and "meta_checkpoint" in get_method(base).requires:
-        raise BenchmarkError(
-            f"Config key 'adapt.method_hparams.{method}': a variant of the meta-learner '{base}' shares its "
-            f"meta-training, so set these hyperparameters under adapt.method_hparams.{base} instead."
-        )
-    return {**table.get(base, {}), **table.get(method, {})}
-
-
-@dataclass(frozen=True)
-class AdaptationRun:
-    task: str
-    shots: int
-    method: str
-    seed: int
-    split_draw: int
-    pretrain_seed: int
-
-    @property
-    def run_dir(self) -> str:
-        return f"results/runs/{self.task}/k{self.shots}/{self.method}/seed{self.seed}"
-
-
-def run_for(config: dict[str, Any], task: str, shots: int, method: str, seed: int) -> AdaptationRun:
-    """The i-th seed uses split draw i (mod draws) and pretraining seed i (mod pretraining seeds)."""
-    if seed not in config["seeds"]:
-        raise BenchmarkError(f"Seed {seed} is not in the config's `seeds` {config['seeds']}.")
-    index = config["seeds"].index(seed)
-    pretrain_seeds = config["pretrain"]["seeds"]
-    return AdaptationRun(task, shots, method, seed, index % config["split_draws"], pretrain_seeds[index % len(pretrain_seeds)])
-
-
-def run_plan(config: dict[str, Any]) -> list[AdaptationRun]:
-    return [
-        run_for(config, task, shots, method, seed)
-        for task in config["tasks"]
-        for shots in config["shots"]
-        for method in method_names(config)
-        for seed in config["seeds"]
-    ]

@@ -15,18 +15,20 @@ import logging
 import os
 import struct
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import sha256_arrays, sha256_file
-from benchmark.plugins import discover, lookup, plugin_folders
 from benchmark.io import atomic_write_bytes, atomic_write_json
+from benchmark.layout import dataset_metadata
+from benchmark.plugins import discover, lookup, plugin_folders
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +68,19 @@ class PreparedDataset:
     def content_sha256(self) -> str:
         return self.metadata["content_sha256"]
 
-    def save(self, npz_path: Path, json_path: Path) -> None:
+    def save(self, npz_path: str | Path) -> None:
+        """The arrays to `npz_path`, the metadata beside them (`benchmark.layout.dataset_metadata`)."""
         arrays = {"images": self.images, "labels": self.labels}
         arrays.update({f"attr_{key}": value for key, value in self.image_attributes.items()})
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         atomic_write_bytes(npz_path, buffer.getvalue())
-        atomic_write_json(json_path, self.metadata)
+        atomic_write_json(dataset_metadata(npz_path), self.metadata)
 
     @classmethod
-    def load(cls, npz_path: str | Path) -> "PreparedDataset":
+    def load(cls, npz_path: str | Path) -> PreparedDataset:
         npz_path = Path(npz_path)
-        json_path = npz_path.with_suffix(".json")
+        json_path = dataset_metadata(npz_path)
         if not npz_path.is_file() or not json_path.is_file():
             raise BenchmarkError(
                 f"Prepared dataset {npz_path} (or its {json_path.name}) is missing. Run the prepare-data stage "

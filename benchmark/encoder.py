@@ -54,7 +54,7 @@ def to_unit_range(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.float().div(127.5).sub(1.0)
 
 
-def train_encoder(
+def fit_encoder(
     images: np.ndarray,
     labels: np.ndarray,
     class_names: list[str],

@@ -3,7 +3,12 @@
 A method is a `Method` subclass in one file of `methods/` (or in an installed package, exposed through the entry
 point group `ganbench.methods`). It says only what differs from plain GAN training: how G and D start
 (`initialise`), which parameters train and which penalties apply (the `TrainingHooks`), and which pipeline
-artefacts it needs (`requires`), so that the workflow wires its inputs without knowing the method.
+artefacts it needs (`requires`, names of `benchmark.layout.ARTEFACTS`), so that the workflow wires its inputs
+without knowing the method. A method requiring "meta_checkpoint" subclasses `benchmark.meta_learning.MetaMethod`,
+which the meta-training stage runs once per source and pretraining seed.
+
+Discovering the methods imports the method files and the library below them (models, training loop,
+meta-learning machinery), never a pipeline stage or the metrics: the Snakefile discovers them while it parses.
 """
 
 from __future__ import annotations
@@ -18,13 +23,10 @@ import torch
 from benchmark.augment import diff_augment
 from benchmark.checkpoint import load_checkpoint, models_from_checkpoint
 from benchmark.errors import BenchmarkError
+from benchmark.layout import ARTEFACTS
 from benchmark.models import Architecture, GANModels
 from benchmark.plugins import discover, lookup, plugin_folders
 from benchmark.training import TrainingHooks
-
-# Artefacts a method can require; the workflow maps each to the stage that produces it. A method requiring
-# "meta_checkpoint" implements `meta_train`, which the meta-training stage runs once per source and seed.
-ARTEFACTS = ("source_checkpoint", "meta_checkpoint")
 
 # Switches any method can turn on by a name suffix, e.g. "freeze_d+diffaug": class attributes they set.
 MODIFIERS: dict[str, dict[str, Any]] = {
@@ -107,14 +109,20 @@ def methods() -> dict[str, type[Method]]:
     for name, cls in registry.items():
         unknown = set(cls.requires) - set(ARTEFACTS)
         if unknown:
-            raise BenchmarkError(f"Method '{name}' requires unknown artefact(s) {sorted(unknown)}; known: {ARTEFACTS}.")
+            raise BenchmarkError(f"Method '{name}' requires unknown artefact(s) {sorted(unknown)}; known: {sorted(ARTEFACTS)}.")
     return registry
+
+
+def split_variant(name: str) -> tuple[str, list[str]]:
+    """The registered base method and its modifiers: "freeze_d+diffaug" -> ("freeze_d", ["diffaug"])."""
+    base, *modifiers = name.split("+")
+    return base, modifiers
 
 
 @cache
 def get_method(name: str) -> type[Method]:
     """A registered method, or a variant "<method>+<modifier>[+...]" with the modifiers' switches turned on."""
-    base, *modifiers = name.split("+")
+    base, modifiers = split_variant(name)
     cls = lookup(methods(), base, "method")
     if not modifiers:
         return cls

@@ -9,25 +9,31 @@ stacked parameters work on them.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from benchmark.config import complete
 from benchmark.errors import BenchmarkError
 
 
 @dataclass(frozen=True)
 class Architecture:
-    image_size: int = 28
-    channels: int = 1
-    z_dim: int = 64
-    width: int = 32  # channels of the widest-resolution block; the next block has twice as many
-    generator_norm: str = "batch"  # "batch" or "none"
+    """The backbone's shape. Defaults live in the config schema (`architecture`): build it with `from_config`."""
+
+    config_section: ClassVar[str] = "architecture"
+
+    image_size: int  # of the prepared dataset (config `image_size`)
+    channels: int
+    z_dim: int
+    width: int  # channels of the widest-resolution block; the next block has twice as many
+    generator_norm: str  # "batch" or "none"
     # Spectral norm (Miyato et al. 2018) on every D layer: without it, D overpowers G on Omniglot's sparse
     # strokes within a few hundred steps. The parametrization API keeps the module functional-friendly.
-    discriminator_spectral_norm: bool = True
+    discriminator_spectral_norm: bool
 
     def __post_init__(self) -> None:
         if self.image_size % 4:
@@ -39,8 +45,19 @@ class Architecture:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "Architecture":
+    def from_dict(cls, values: dict[str, Any]) -> Architecture:
+        """From a stored `to_dict()` (a checkpoint's or a run's record): every field present."""
         return cls(**values)
+
+    @classmethod
+    def from_config(cls, settings: dict[str, Any], image_size: int, channels: int) -> Architecture:
+        """From the config's `architecture` section (missing keys take the schema's defaults)."""
+        return cls(image_size=image_size, channels=channels, **complete("architecture", settings))
+
+    @classmethod
+    def for_dataset(cls, metadata: dict[str, Any], settings: dict[str, Any]) -> Architecture:
+        """The backbone for a prepared dataset's images (its metadata gives their size and channels)."""
+        return cls.from_config(settings, metadata["image_size"], metadata["channels"])
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -118,7 +135,7 @@ class GANModels:
     discriminator: Discriminator
 
     @classmethod
-    def fresh(cls, arch: Architecture, seed: int, device: torch.device | str = "cpu") -> "GANModels":
+    def fresh(cls, arch: Architecture, seed: int, device: torch.device | str = "cpu") -> GANModels:
         torch.manual_seed(seed)
         generator, discriminator = Generator(arch), Discriminator(arch)
         init_weights(generator)

@@ -64,9 +64,7 @@ def discover(base: PluginT, folders: list[Path], entry_point_group: str, namespa
     def add(cls: PluginT, origin: str) -> None:
         name = cls.name
         if name in found and found[name] is not cls:
-            raise BenchmarkError(
-                f"Two {namespace} plugins are named '{name}': {origins[name]} and {origin}. Rename one of them."
-            )
+            raise BenchmarkError(f"Two {namespace} plugins are named '{name}': {origins[name]} and {origin}. Rename one of them.")
         found[name] = cls
         origins[name] = origin
 

@@ -10,7 +10,7 @@ parameter (the textbook form); "mean_per_tensor" sums, over tensors, the mean sq
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn

@@ -1,4 +1,7 @@
-"""Collect run records into one tidy CSV and render tables from it, without retraining anything."""
+"""Results: run records gathered into one tidy frame, and the tables rendered from it, without retraining anything.
+
+The `collect` and `table` stages write what these functions compute.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +12,18 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.errors import BenchmarkError
-from benchmark.io import atomic_write_text
+from benchmark.selection import CHECKPOINTS
+from benchmark.settings import RUN_FIELDS
 
+# What a summary row is about: a table cell is the seeds of one group.
 GROUP = ["task", "task_kind", "shots", "method", "checkpoint", "metric"]
 COLUMNS = [
-    *GROUP[:5], "seed", "split_draw", "pretrain_seed", "status", "checkpoint_step", "metric", "value", "n_real", "n_fake",
-    "feature_space", "feature_weights_sha256", "reference_sha256", "code_version", "method_hparams", "details", "run_dir",
+    *GROUP[:-1], *(field for field in RUN_FIELDS if field not in GROUP), "status", "checkpoint_step", "metric", "value",
+    "n_real", "n_fake", "feature_space", "feature_weights_sha256", "reference_sha256", "code_version", "method_hparams",
+    "details", "run_dir",
 ]  # fmt: skip
 # Record keys that are columns, or that every record repeats (they stay in metrics.json).
-NOT_DETAILS = set(COLUMNS) | {"run_config", "evaluation", "environment", "task_kind", "feature_extractor", "reference_set"}
-CHECKPOINT_ORDER = ["final", "validation-selected", "oracle (reference-selected)"]
+NOT_DETAILS = set(COLUMNS) | {"run_config", "evaluation", "environment", "feature_extractor", "reference_set"}
 
 
 @dataclass(frozen=True)
@@ -66,12 +71,6 @@ def collect_results(metrics_files: list[Path]) -> pd.DataFrame:
             rows.append(row)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.sort_values(["task", "shots", "method", "seed", "checkpoint", "metric"], kind="stable").reset_index(drop=True)
-
-
-def write_results_csv(metrics_files: list[Path], output: Path) -> pd.DataFrame:
-    frame = collect_results(metrics_files)
-    atomic_write_text(output, frame.to_csv(index=False))
-    return frame
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -150,7 +149,7 @@ def _divergences(frame: pd.DataFrame) -> list[str]:
     for _, row in diverged.sort_values(["shots", "method", "seed"]).iterrows():
         details = json.loads(row["details"])
         runs.append(f"K = {row['shots']} {row['method']} seed {row['seed']} at step {details['diverged_at_step']} ({details['divergence_reason']})")
-    return [f"Diverged runs (no scores; shown as \"diverged\", left out of means and ranking): {'; '.join(runs)}.", ""]
+    return [f'Diverged runs (no scores; shown as "diverged", left out of means and ranking): {"; ".join(runs)}.', ""]
 
 
 def render_markdown(frame: pd.DataFrame) -> str:
@@ -185,7 +184,7 @@ def render_markdown(frame: pd.DataFrame) -> str:
         if levels:
             lines += [f"Held-out real images score {levels} (the level of a generator that copies nothing).", ""]
         lines += _divergences(task_rows)
-        checkpoints = sorted(set(block["checkpoint"]), key=lambda name: (CHECKPOINT_ORDER + [name]).index(name))
+        checkpoints = sorted(set(block["checkpoint"]), key=lambda name: ([*CHECKPOINTS, name]).index(name))
         for checkpoint in checkpoints:
             rows = block[block["checkpoint"] == checkpoint]
             title = f"### Checkpoint: {checkpoint}"
@@ -224,10 +223,3 @@ def _compare(ranked: pd.DataFrame) -> str:
     ratio = (second["mean"] - best["mean"]) / standard_error if standard_error > 0 else float("inf")
     verdict = "larger than" if ratio > 2 else "within"
     return text + f" = {ratio:.1f} standard errors of the difference, {verdict} 2 (n = {int(best['n'])} and {int(second['n'])} seeds)."
-
-
-def write_markdown_table(results_csv: Path, output: Path) -> None:
-    if not Path(results_csv).is_file():
-        raise BenchmarkError(f"{results_csv} does not exist. Run the collect stage first.")
-    atomic_write_text(output, render_markdown(pd.read_csv(results_csv)))
-

@@ -52,8 +52,7 @@ def select_indices(dataset: PreparedDataset, selection: dict[str, Any], what: st
                 class_ids.append(names.index(entry))
             else:
                 raise BenchmarkError(
-                    f"{what}: class {entry!r} is not in dataset '{dataset.metadata['name']}' "
-                    f"(ids 0..{len(names) - 1}; names such as {names[:5]})."
+                    f"{what}: class {entry!r} is not in dataset '{dataset.metadata['name']}' (ids 0..{len(names) - 1}; names such as {names[:5]})."
                 )
     image_mask = np.ones(len(dataset.labels), dtype=bool)
     for attribute, wanted in (selection.get("where") or {}).items():
@@ -135,9 +134,7 @@ def build_task_manifest(
         reference = reference[: spec["reference_size"]]
     draws = {}
     for k in sorted(shots):
-        draws[str(k)] = [
-            [int(i) for i in _rng(split_seed, f"task:{name}", draw).permutation(shot_pool)[:k]] for draw in range(split_draws)
-        ]
+        draws[str(k)] = [[int(i) for i in _rng(split_seed, f"task:{name}", draw).permutation(shot_pool)[:k]] for draw in range(split_draws)]
     return {
         "manifest_version": MANIFEST_VERSION,
         "kind": "task",
@@ -181,6 +178,22 @@ def read_manifest(path: str | Path, kind: str) -> dict[str, Any]:
     return manifest
 
 
+# Where each kind of manifest records the dataset it indexes.
+_DATASET_BLOCK = {"source": ("dataset",), "task": ("target", "dataset"), "meta": ("source", "dataset")}
+
+
+def load_split(manifest_path: str | Path, kind: str, dataset_path: str | Path) -> tuple[dict[str, Any], PreparedDataset]:
+    """Every training and evaluation stage opens with this: a manifest of `kind`, the prepared dataset it
+    indexes, and the check that the dataset is the one the manifest was written for."""
+    manifest = read_manifest(manifest_path, kind)
+    dataset = PreparedDataset.load(dataset_path)
+    block = manifest
+    for key in _DATASET_BLOCK[kind]:
+        block = block[key]
+    check_dataset_matches(block, dataset, manifest_path)
+    return manifest, dataset
+
+
 def check_dataset_matches(block: dict[str, Any], dataset: PreparedDataset, manifest_path: str | Path) -> None:
     if block["content_sha256"] != dataset.content_sha256:
         raise BenchmarkError(
@@ -220,8 +233,7 @@ def build_meta_manifest(
         unit_of_image = np.asarray(dataset.class_attributes[unit], dtype=object)[labels]
     else:
         raise BenchmarkError(
-            f"Meta-task unit '{unit}' is neither 'class' nor a class attribute of '{dataset.metadata['name']}' "
-            f"({sorted(dataset.class_attributes)})."
+            f"Meta-task unit '{unit}' is neither 'class' nor a class attribute of '{dataset.metadata['name']}' ({sorted(dataset.class_attributes)})."
         )
     members = {name: indices[unit_of_image == name] for name in sorted(set(unit_of_image))}
     needed = support_size + query_size

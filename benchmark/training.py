@@ -10,24 +10,26 @@ evaluation stage can score the checkpoint that the validation split selects.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark.checkpoint import SNAPSHOT_DIR, load_checkpoint, save_checkpoint, save_snapshot, snapshot_path
+from benchmark.checkpoint import save_snapshot
+from benchmark.config import complete
 from benchmark.errors import BenchmarkError
-from benchmark.io import atomic_write_text
+from benchmark.layout import StageFolder
 from benchmark.models import Discriminator, GANModels, Generator
+from benchmark.resume import JsonLog, TrainingState
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +38,25 @@ LOSSES = ("nonsaturating", "hinge")
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int
-    batch_size: int = 64
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    loss: str = "nonsaturating"
-    ema_decay: float = 0.0  # 0 disables the EMA generator
-    eval_every: int = 0  # 0: evaluate once, at the end
-    checkpoint_every: int = 0  # 0: checkpoint only at the end
-    log_every: int = 50
+    """A training stage's `train` section. Defaults live in the config schema: build it with `from_config`."""
 
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise BenchmarkError(f"loss '{self.loss}' is unknown; use one of {LOSSES}.")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise BenchmarkError(f"ema_decay {self.ema_decay} must be in [0, 1).")
+    config_section: ClassVar[str] = "train"
+
+    steps: int
+    batch_size: int
+    lr_g: float
+    lr_d: float
+    beta1: float
+    beta2: float
+    loss: str  # one of LOSSES
+    ema_decay: float  # 0 disables the EMA generator
+    eval_every: int  # 0: evaluate once, at the end
+    checkpoint_every: int  # 0: checkpoint only at the end
+    log_every: int
+
+    @classmethod
+    def from_config(cls, train: dict[str, Any]) -> TrainSettings:
+        return cls(**complete("train", train))
 
 
 class TrainingHooks:
@@ -62,7 +66,7 @@ class TrainingHooks:
         """Called once per training run, after both models were put in train mode."""
         return list(generator.parameters()), list(discriminator.parameters())
 
-    def make_optimiser(self, parameters: list[nn.Parameter], lr: float, settings: "TrainSettings") -> torch.optim.Optimizer:
+    def make_optimiser(self, parameters: list[nn.Parameter], lr: float, settings: TrainSettings) -> torch.optim.Optimizer:
         return torch.optim.Adam(parameters, lr=lr, betas=(settings.beta1, settings.beta2))
 
     def augment(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
@@ -127,13 +131,6 @@ def _step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, penalty: torch.T
     return loss
 
 
-def settings_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """What differs between a checkpoint's run identity and the current one, key by key."""
-    current = json.loads(json.dumps(current))  # tuples -> lists, as the stored identity went through JSON
-    keys = sorted(set(stored) | set(current))
-    return [f"{key}: checkpoint {stored.get(key)!r} vs now {current.get(key)!r}" for key in keys if stored.get(key) != current.get(key)]
-
-
 def train_gan(
     models: GANModels,
     real_images: torch.Tensor,
@@ -150,12 +147,8 @@ def train_gan(
     `run_dir` is resumed only when its identity is equal, otherwise the differing keys are named.
     Returns the models to evaluate: G (the EMA copy when enabled) and D.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # Mid-run state goes to resume.pt, the finished run to checkpoint.pt: a workflow manager may delete a job's
-    # declared outputs (checkpoint.pt) before rerunning it, but keeps resume.pt, so a killed job resumes.
-    checkpoint_path, resume_path = run_dir / "checkpoint.pt", run_dir / "resume.pt"
-    snapshot_dir = run_dir / SNAPSHOT_DIR
-    log_path = run_dir / "train_log.jsonl"
+    folder = StageFolder(run_dir)
+    folder.path.mkdir(parents=True, exist_ok=True)
     device = real_images.device
     generator, discriminator = models.generator, models.discriminator
     generator.train()
@@ -168,62 +161,34 @@ def train_gan(
     # uninterrupted one would have drawn.
     sampler = torch.Generator().manual_seed(seed)
     identity = {**run_identity, "train_settings": asdict(settings), "seed": seed}
-    start_step = 0
-    records: list[str] = []
-
-    existing = next((path for path in (checkpoint_path, resume_path) if path.exists()), None)
-    if existing is not None:
-        state = load_checkpoint(existing, map_location=device)
-        changed = settings_differences(json.loads(state["identity_json"]), identity)
-        if changed:
-            raise BenchmarkError(
-                f"{existing} belongs to a run with other settings ({'; '.join(changed)}). Delete the run "
-                "folder to start over, or restore the settings to resume."
-            )
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        optimiser_g.load_state_dict(state["optimiser_g"])
-        optimiser_d.load_state_dict(state["optimiser_d"])
-        if ema is not None:
-            ema.load_state_dict(state["generator_ema"])
-        sampler.set_state(state["sampler_state"])
-        torch.set_rng_state(state["torch_rng_state"])
-        start_step = int(state["step"])
-        if log_path.exists():  # drop lines written after the checkpoint, which the resumed run writes again
-            records = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
+    state = TrainingState(
+        identity,
+        models.arch.to_dict(),
+        {"generator": generator, "discriminator": discriminator, "generator_ema": ema, "optimiser_g": optimiser_g, "optimiser_d": optimiser_d},
+        {"sampler_state": sampler},
+    )
+    log_file = JsonLog(folder.train_log)
+    # Mid-run state goes to resume.pt, the finished run to checkpoint.pt: a workflow manager may delete a job's
+    # declared outputs (checkpoint.pt) before rerunning it, but keeps resume.pt, so a killed job resumes.
+    start_step = state.resume((folder.checkpoint, folder.resume), device, "run")
+    if start_step:
+        log_file.keep_until(start_step)
         log.info("resuming %s at step %d of %d", run_dir, start_step, settings.steps)
-    elif snapshot_dir.exists():  # left by an earlier run with other settings: never mix its generators in
-        shutil.rmtree(snapshot_dir)
-
-    def write_log() -> None:
-        atomic_write_text(log_path, "".join(line + "\n" for line in records))
+    elif folder.snapshots.exists():  # left by an earlier run with other settings: never mix its generators in
+        shutil.rmtree(folder.snapshots)
 
     def checkpoint(step: int) -> None:
-        write_log()
-        save_checkpoint(
-            checkpoint_path if step == settings.steps else resume_path,
-            {
-                "step": step,
-                "architecture": models.arch.to_dict(),
-                "identity_json": json.dumps(identity, sort_keys=True),
-                "generator": generator.state_dict(),
-                "discriminator": discriminator.state_dict(),
-                "generator_ema": ema.state_dict() if ema is not None else None,
-                "optimiser_g": optimiser_g.state_dict(),
-                "optimiser_d": optimiser_d.state_dict(),
-                "sampler_state": sampler.get_state(),
-                "torch_rng_state": torch.get_rng_state(),
-            },
-        )
+        log_file.write()
+        state.save(folder.checkpoint if step == settings.steps else folder.resume, step)
 
     def run_evaluation(step: int) -> None:
         if evaluate is not None:
             evaluated = ema if ema is not None else generator
             result = evaluate(evaluated, step)
-            records.append(json.dumps({"step": step, "eval": result}, sort_keys=True))
+            log_file.append({"step": step, "eval": result})
             log.info("step %d: evaluation %s", step, result)
             if step != settings.steps:  # the last step's generator is in checkpoint.pt
-                save_snapshot(snapshot_path(run_dir, step), step, models.arch, identity, evaluated)
+                save_snapshot(folder.snapshot(step), step, models.arch, identity, evaluated)
 
     num_real = real_images.shape[0]
     started, last_time, last_step = time.perf_counter(), time.perf_counter(), start_step
@@ -247,16 +212,16 @@ def train_gan(
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
             diverged = TrainingDiverged(step, f"non-finite {', '.join(bad)}")
-            records.append(json.dumps({"step": step, "diverged": diverged.reason}, sort_keys=True))
-            write_log()
-            resume_path.unlink(missing_ok=True)  # resuming would only diverge again at the same step
+            log_file.append({"step": step, "diverged": diverged.reason})
+            log_file.write()
+            folder.resume.unlink(missing_ok=True)  # resuming would only diverge again at the same step
             raise diverged
         if step % settings.log_every == 0 or step in (1, settings.steps):
             now = time.perf_counter()
             rate = (step - last_step) / max(now - last_time, 1e-9)
             last_time, last_step = now, step
             values.update(step=step, d_real=real_logits.mean().item(), d_fake=fake_logits.mean().item(), steps_per_s=round(rate, 2))
-            records.append(json.dumps(values, sort_keys=True))
+            log_file.append(values)
             log.info("step %d/%d  loss_d %.3f  loss_g %.3f  (%.1f steps/s)", step, settings.steps, values["loss_d"], values["loss_g"], rate)
         if settings.eval_every and step % settings.eval_every == 0 and step != settings.steps:
             run_evaluation(step)
@@ -265,11 +230,10 @@ def train_gan(
     if start_step < settings.steps:
         run_evaluation(settings.steps)
         checkpoint(settings.steps)
-        resume_path.unlink(missing_ok=True)
+        folder.resume.unlink(missing_ok=True)
         log.info("trained %d steps in %.1f s", settings.steps - start_step, time.perf_counter() - started)
     return GANModels(models.arch, ema if ema is not None else generator, discriminator)
 
 
 def as_training_tensor(images_uint8: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images_uint8)).to(device).float().div(127.5).sub(1.0)
-

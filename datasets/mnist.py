@@ -21,8 +21,7 @@ class MNISTIdx(DataSource):
         require_files(
             paths,
             "MNIST",
-            "Point the dataset's `root` option (or GANBENCH_DATA_ROOT) at the folder holding the IDX files, "
-            "e.g. the shared data folder's mnist/.",
+            "Point the dataset's `root` option (or GANBENCH_DATA_ROOT) at the folder holding the IDX files, e.g. the shared data folder's mnist/.",
         )
         images, labels = read_idx(paths[0]), read_idx(paths[1]).astype(np.int64)
         return RawDataset(images=images, labels=labels, class_names=CLASS_NAMES, source_files=paths)

@@ -23,9 +23,7 @@ class FreezeD(Method):
     def trainable_parameters(self, generator: Generator, discriminator: Discriminator) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         frozen = self.hparams["frozen_blocks"]
         if not 0 <= frozen < len(discriminator.blocks):
-            raise BenchmarkError(
-                f"freeze_d: frozen_blocks = {frozen}, but D has {len(discriminator.blocks)} blocks; at least the last must train."
-            )
+            raise BenchmarkError(f"freeze_d: frozen_blocks = {frozen}, but D has {len(discriminator.blocks)} blocks; at least the last must train.")
         for block in discriminator.blocks[:frozen]:
             block.requires_grad_(False).eval()
         trainable_d = [p for block in discriminator.blocks[frozen:] for p in block.parameters()]

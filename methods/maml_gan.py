@@ -1,7 +1,7 @@
 import learn2learn
 import torch
 
-from benchmark.meta import MetaMethod, Task, accumulate_gradients, inner_loop
+from benchmark.meta_learning import MetaMethod, Task, accumulate_gradients, inner_loop
 from benchmark.methods import Hyperparameter
 from benchmark.models import GANModels, preserved_buffers
 from benchmark.training import discriminator_loss, generator_loss
@@ -37,7 +37,17 @@ class MAMLGAN(MetaMethod):
         for support, query in tasks:
             with preserved_buffers(models.generator, models.discriminator):
                 generator, discriminator = maml_g.clone(), maml_d.clone()
-                inner_loop(generator, discriminator, support, hp["inner_steps"], hp["inner_batch_size"], hp["loss"], rng, discriminator.adapt, generator.adapt)
+                inner_loop(
+                    generator,
+                    discriminator,
+                    support,
+                    hp["inner_steps"],
+                    hp["inner_batch_size"],
+                    hp["loss"],
+                    rng,
+                    discriminator.adapt,
+                    generator.adapt,
+                )
                 z = torch.randn(len(query), generator.z_dim, generator=rng).to(query.device)
                 fake = generator(z)
                 loss_d = discriminator_loss(hp["loss"], discriminator(query), discriminator(fake.detach()))

@@ -2,7 +2,7 @@ import copy
 
 import torch
 
-from benchmark.meta import MetaMethod, Task, accumulate_gradients, inner_loop
+from benchmark.meta_learning import MetaMethod, Task, accumulate_gradients, inner_loop
 from benchmark.models import GANModels
 
 
@@ -33,7 +33,9 @@ class Reptile(MetaMethod):
             generator, discriminator = copy.deepcopy(models.generator), copy.deepcopy(models.discriminator)
             inner_g = torch.optim.SGD([p for p in generator.parameters() if p.requires_grad], lr=hp["inner_lr"])
             inner_d = torch.optim.SGD([p for p in discriminator.parameters() if p.requires_grad], lr=hp["inner_lr"])
-            inner_loop(generator, discriminator, support, hp["inner_steps"], hp["inner_batch_size"], hp["loss"], rng, _sgd_step(inner_d), _sgd_step(inner_g))
+            inner_loop(
+                generator, discriminator, support, hp["inner_steps"], hp["inner_batch_size"], hp["loss"], rng, _sgd_step(inner_d), _sgd_step(inner_g)
+            )
             for meta, adapted in ((models.generator, generator), (models.discriminator, discriminator)):
                 pairs = [(p, q) for p, q in zip(meta.parameters(), adapted.parameters()) if p.requires_grad]
                 accumulate_gradients([p for p, _ in pairs], tuple(p.detach() - q.detach() for p, q in pairs), 1.0 / len(tasks))

@@ -1,23 +1,24 @@
-# Config validation and the helpers the rules share. Logic lives in the `benchmark` library, not here.
-import json
+# Config validation, the run plan, and the input functions the rules share. What runs, where each job reads
+# and writes, and what each job is told all come from the library (`benchmark.plan`, `benchmark.layout`).
+import os
 import shlex
 import sys
 
-from benchmark.config import dataset_options, method_hparams, run_for, run_plan, validate_config
+from benchmark import layout
+from benchmark.config import validate_config
 from benchmark.errors import BenchmarkError
-from benchmark.methods import get_method
+from benchmark.plan import Plan
 
 try:
     validate_config(config)
-    RUNS = run_plan(config)  # also resolves the method names: unknown ones fail here, listing the available ones
+    PLAN = Plan(config)  # also resolves the method names: unknown ones fail here, listing the available ones
 except BenchmarkError as error:
     raise WorkflowError(f"configuration error: {error}") from None
 
-GANBENCH = f"{shlex.quote(sys.executable)} -m benchmark.cli"
-DATASETS_USED = sorted(
-    {source["dataset"] for source in config["sources"].values()}
-    | {task["target"]["dataset"] for task in config["tasks"].values()}
-)
+# Jobs run the `ganbench` command of the environment that runs Snakemake (its bin folder goes first on PATH), also
+# when Snakemake was started as `.venv/bin/snakemake` without activating the environment. The prefix replaces
+# Snakemake's default one, so it repeats its strict mode.
+shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
 
 
 wildcard_constraints:
@@ -29,70 +30,28 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def as_arg(values):
-    """A settings dict as one shell-quoted JSON argument (also what params compare to trigger reruns)."""
-    return shlex.quote(json.dumps(values, sort_keys=True))
-
-
-def dataset_file(name):
-    return f"results/data/{name}.npz"
-
-
-def task_source(task):
-    return config["tasks"][task]["source"]
-
-
-def source_checkpoint(run):
-    return f"results/pretrain/{task_source(run.task)}/seed{run.pretrain_seed}/checkpoint.pt"
-
-
-def meta_checkpoint(run):
-    # Variants ("maml_gan+diffaug") adapt from their base method's meta-training.
-    base = run.method.split("+")[0]
-    return f"results/metatrain/{task_source(run.task)}/{base}/seed{run.pretrain_seed}/checkpoint.pt"
-
-
-# Artefacts a method may declare in `requires`, and the files that provide them.
-ARTEFACT_FILES = {"source_checkpoint": source_checkpoint, "meta_checkpoint": meta_checkpoint}
+def as_arg(settings):
+    """A stage's settings as one shell-quoted JSON argument (also what params compare to trigger reruns)."""
+    return shlex.quote(settings.to_json())
 
 
 def run_of(wildcards):
-    return run_for(config, wildcards.task, int(wildcards.shots), wildcards.method, int(wildcards.seed))
-
-
-def method_artefacts(wildcards):
-    run = run_of(wildcards)
-    return {name: ARTEFACT_FILES[name](run) for name in get_method(wildcards.method).requires}
-
-
-def feature_inputs():
-    """The encoder, and the Inception weights file when one is configured (a changed file reruns scoring)."""
-    weights = config["evaluation"]["inception_weights"]
-    return {"encoder": "results/encoder/encoder.safetensors", **({"inception_weights": weights} if weights else {})}
+    return PLAN.run(wildcards.task, int(wildcards.shots), wildcards.method, int(wildcards.seed))
 
 
 def adapt_inputs(wildcards):
+    run = run_of(wildcards)
     return {
-        "manifest": f"results/splits/tasks/{wildcards.task}.json",
-        "dataset": dataset_file(config["tasks"][wildcards.task]["target"]["dataset"]),
-        **feature_inputs(),
-        **method_artefacts(wildcards),
+        "manifest": layout.TASK_SPLIT.fill(task=run.task),
+        "dataset": PLAN.task_dataset(run.task),
+        **PLAN.feature_inputs(),
+        **PLAN.artefacts(run),
     }
 
 
-def adapt_settings(wildcards):
-    run = run_of(wildcards)
-    return as_arg(
-        {
-            "method": run.method,
-            "method_hparams": method_hparams(config, run.method),
-            "shots": run.shots,
-            "seed": run.seed,
-            "split_draw": run.split_draw,
-            "pretrain_seed": run.pretrain_seed,
-            "architecture": config["architecture"],
-            "train": config["adapt"]["train"],
-            "evaluation": config["evaluation"],
-            "device": config["device"],
-        }
-    )
+def evaluate_inputs(wildcards):
+    return {
+        "manifest": layout.TASK_SPLIT.fill(task=wildcards.task),
+        "dataset": PLAN.task_dataset(wildcards.task),
+        **PLAN.feature_inputs(),
+    }

@@ -1,100 +1,86 @@
 rule prepare_data:
     output:
-        npz="results/data/{dataset}.npz",
-        meta="results/data/{dataset}.json",
+        npz=layout.DATASET,
+        meta=layout.DATASET_METADATA,
     params:
-        settings=lambda w: as_arg(
-            {
-                "source": config["datasets"][w.dataset]["source"],
-                "options": dataset_options(config, w.dataset),
-                "image_size": config["image_size"],
-                "channels": config["channels"],
-            }
-        ),
+        settings=lambda w: as_arg(PLAN.prepare_data(w.dataset)),
     threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
     log:
-        "results/logs/prepare_data/{dataset}.log",
+        layout.log("prepare_data", layout.DATASET_KEY),
     shell:
-        "{GANBENCH} prepare-data --name {wildcards.dataset} --settings {params.settings} --output {output.npz} 2>&1 | tee {log}"
+        "ganbench prepare-data --name {wildcards.dataset} --settings {params.settings} --output {output.npz} 2>&1 | tee {log}"
 
 
 rule split_source:
     input:
-        lambda w: dataset_file(config["sources"][w.source]["dataset"]),
+        lambda w: PLAN.source_dataset(w.source),
     output:
-        "results/splits/sources/{source}.json",
+        layout.SOURCE_SPLIT,
     params:
-        settings=lambda w: as_arg({"spec": config["sources"][w.source], "split_seed": config["split_seed"]}),
+        settings=lambda w: as_arg(PLAN.split_source(w.source)),
     resources:
         mem_mb=2000,
         runtime=5,
     log:
-        "results/logs/split_source/{source}.log",
+        layout.log("split_source", layout.SOURCE_KEY),
     shell:
-        "{GANBENCH} split-source --name {wildcards.source} --settings {params.settings} --dataset {input} --output {output} 2>&1 | tee {log}"
+        "ganbench split-source --name {wildcards.source} --settings {params.settings} --dataset {input} --output {output} 2>&1 | tee {log}"
 
 
 rule split_meta:
     input:
-        manifest="results/splits/sources/{source}.json",
-        dataset=lambda w: dataset_file(config["sources"][w.source]["dataset"]),
+        manifest=rules.split_source.output[0],
+        dataset=lambda w: PLAN.source_dataset(w.source),
     output:
-        "results/splits/meta/{source}.json",
+        layout.META_SPLIT,
     params:
-        settings=lambda w: as_arg({**config["meta"], "split_seed": config["split_seed"]}),
+        settings=as_arg(PLAN.split_meta()),
     resources:
         mem_mb=2000,
         runtime=5,
     log:
-        "results/logs/split_meta/{source}.log",
+        layout.log("split_meta", layout.SOURCE_KEY),
     shell:
-        "{GANBENCH} split-meta --settings {params.settings} --source-manifest {input.manifest} --dataset {input.dataset} "
+        "ganbench split-meta --settings {params.settings} --source-manifest {input.manifest} --dataset {input.dataset} "
         "--output {output} 2>&1 | tee {log}"
 
 
 rule split_task:
     input:
-        source=lambda w: f"results/splits/sources/{task_source(w.task)}.json",
-        dataset=lambda w: dataset_file(config["tasks"][w.task]["target"]["dataset"]),
+        source=lambda w: PLAN.task_source_split(w.task),
+        dataset=lambda w: PLAN.task_dataset(w.task),
     output:
-        "results/splits/tasks/{task}.json",
+        layout.TASK_SPLIT,
     params:
-        settings=lambda w: as_arg(
-            {
-                "spec": config["tasks"][w.task],
-                "shots": config["shots"],
-                "split_draws": config["split_draws"],
-                "split_seed": config["split_seed"],
-            }
-        ),
+        settings=lambda w: as_arg(PLAN.split_task(w.task)),
     resources:
         mem_mb=2000,
         runtime=5,
     log:
-        "results/logs/split_task/{task}.log",
+        layout.log("split_task", layout.TASK_KEY),
     shell:
-        "{GANBENCH} split-task --name {wildcards.task} --settings {params.settings} --source-manifest {input.source} "
+        "ganbench split-task --name {wildcards.task} --settings {params.settings} --source-manifest {input.source} "
         "--dataset {input.dataset} --output {output} 2>&1 | tee {log}"
 
 
 rule train_encoder:
     input:
-        manifests=expand("results/splits/tasks/{task}.json", task=sorted(config["tasks"])),
-        datasets=[dataset_file(name) for name in DATASETS_USED],
+        manifests=expand(rules.split_task.output[0], task=sorted(config["tasks"])),
+        datasets=[layout.DATASET.fill(dataset=name) for name in PLAN.datasets_used()],
     output:
-        "results/encoder/encoder.safetensors",
+        layout.ENCODER,
     params:
-        settings=as_arg(config["encoder"]),
-        datasets=" ".join(f"--dataset {name}={dataset_file(name)}" for name in DATASETS_USED),
+        settings=as_arg(PLAN.train_encoder()),
+        datasets=" ".join(f"--dataset {name}={layout.DATASET.fill(dataset=name)}" for name in PLAN.datasets_used()),
     threads: 2
     resources:
         mem_mb=4000,
         runtime=20,
     log:
-        "results/logs/train_encoder.log",
+        layout.log("train_encoder"),
     shell:
-        "{GANBENCH} --threads {threads} train-encoder --settings {params.settings} --manifests {input.manifests} "
+        "ganbench --threads {threads} train-encoder --settings {params.settings} --manifests {input.manifests} "
         "{params.datasets} --output {output} 2>&1 | tee {log}"

@@ -1,47 +1,45 @@
 rule evaluate:
     input:
-        unpack(lambda w: feature_inputs()),
-        checkpoint="results/runs/{task}/k{shots}/{method}/seed{seed}/checkpoint.pt",
-        config="results/runs/{task}/k{shots}/{method}/seed{seed}/config.json",
-        manifest="results/splits/tasks/{task}.json",
-        dataset=lambda w: dataset_file(config["tasks"][w.task]["target"]["dataset"]),
+        unpack(evaluate_inputs),
+        checkpoint=rules.adapt.output.checkpoint,
+        config=rules.adapt.output.config,
     output:
-        "results/runs/{task}/k{shots}/{method}/seed{seed}/metrics.json",
+        layout.RUN / layout.StageFolder.METRICS,
     params:
-        settings=as_arg({"evaluation": config["evaluation"], "device": config["device"]}),
+        settings=as_arg(PLAN.evaluate()),
         # The run's own settings too: a changed adaptation setting must also invalidate an existing metrics.json,
         # even when the run folder's checkpoint is gone (Snakemake does not rerun a missing intermediate file).
-        run_settings=adapt_settings,
+        run_settings=lambda w: as_arg(PLAN.adapt(run_of(w))),
     threads: 1
     resources:
         mem_mb=3000,
         runtime=15,
     log:
-        "results/logs/evaluate/{task}/k{shots}/{method}/seed{seed}.log",
+        layout.log("evaluate", layout.RUN_KEY),
     benchmark:
-        "results/benchmarks/evaluate/{task}/k{shots}/{method}/seed{seed}.tsv"
+        layout.benchmark("evaluate", layout.RUN_KEY)
     shell:
-        "{GANBENCH} --threads {threads} evaluate --settings {params.settings} --run-dir $(dirname {input.checkpoint}) "
+        "ganbench --threads {threads} evaluate --settings {params.settings} --run-dir $(dirname {input.checkpoint}) "
         "--manifest {input.manifest} --dataset {input.dataset} --encoder {input.encoder} --output {output} 2>&1 | tee {log}"
 
 
 rule collect:
     input:
-        [f"{run.run_dir}/metrics.json" for run in RUNS],
+        [str(layout.StageFolder(run.run_dir).metrics) for run in PLAN.runs],
     output:
-        "results/results.csv",
+        layout.RESULTS_CSV,
     log:
-        "results/logs/collect.log",
+        layout.log("collect"),
     shell:
-        "{GANBENCH} collect --output {output} {input} 2>&1 | tee {log}"
+        "ganbench collect --output {output} {input} 2>&1 | tee {log}"
 
 
 rule table:
     input:
-        "results/results.csv",
+        rules.collect.output[0],
     output:
-        "reports/results.md",
+        layout.RESULTS_TABLE,
     log:
-        "results/logs/table.log",
+        layout.log("table"),
     shell:
-        "{GANBENCH} table --input {input} --output {output} 2>&1 | tee {log}"
+        "ganbench table --input {input} --output {output} 2>&1 | tee {log}"

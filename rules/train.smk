@@ -1,59 +1,44 @@
 rule pretrain:
     input:
-        manifest="results/splits/sources/{source}.json",
-        dataset=lambda w: dataset_file(config["sources"][w.source]["dataset"]),
+        manifest=rules.split_source.output[0],
+        dataset=lambda w: PLAN.source_dataset(w.source),
     output:
-        checkpoint="results/pretrain/{source}/seed{seed}/checkpoint.pt",
-        config="results/pretrain/{source}/seed{seed}/config.json",
+        checkpoint=layout.PRETRAIN / layout.StageFolder.CHECKPOINT,
+        config=layout.PRETRAIN / layout.StageFolder.CONFIG,
     params:
-        settings=lambda w: as_arg(
-            {
-                "architecture": config["architecture"],
-                "train": config["pretrain"]["train"],
-                "seed": int(w.seed),
-                "device": config["device"],
-            }
-        ),
+        settings=lambda w: as_arg(PLAN.pretrain(int(w.seed))),
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
     log:
-        "results/logs/pretrain/{source}/seed{seed}.log",
+        layout.log("pretrain", layout.PRETRAIN_KEY),
     benchmark:
-        "results/benchmarks/pretrain/{source}/seed{seed}.tsv"
+        layout.benchmark("pretrain", layout.PRETRAIN_KEY)
     shell:
-        "{GANBENCH} --threads {threads} pretrain --settings {params.settings} --manifest {input.manifest} "
+        "ganbench --threads {threads} pretrain --settings {params.settings} --manifest {input.manifest} "
         "--dataset {input.dataset} --output-dir $(dirname {output.checkpoint}) 2>&1 | tee {log}"
 
 
 rule meta_train:
     input:
-        manifest="results/splits/meta/{source}.json",
-        dataset=lambda w: dataset_file(config["sources"][w.source]["dataset"]),
+        manifest=rules.split_meta.output[0],
+        dataset=lambda w: PLAN.source_dataset(w.source),
     output:
-        checkpoint="results/metatrain/{source}/{method}/seed{seed}/checkpoint.pt",
-        config="results/metatrain/{source}/{method}/seed{seed}/config.json",
+        checkpoint=layout.META_TRAIN / layout.StageFolder.CHECKPOINT,
+        config=layout.META_TRAIN / layout.StageFolder.CONFIG,
     params:
-        settings=lambda w: as_arg(
-            {
-                "method": w.method,
-                "method_hparams": method_hparams(config, w.method),
-                "architecture": config["architecture"],
-                "seed": int(w.seed),
-                "device": config["device"],
-            }
-        ),
+        settings=lambda w: as_arg(PLAN.meta_train(w.method, int(w.seed))),
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
     log:
-        "results/logs/meta_train/{source}/{method}/seed{seed}.log",
+        layout.log("meta_train", layout.META_TRAIN_KEY),
     benchmark:
-        "results/benchmarks/meta_train/{source}/{method}/seed{seed}.tsv"
+        layout.benchmark("meta_train", layout.META_TRAIN_KEY)
     shell:
-        "{GANBENCH} --threads {threads} meta-train --settings {params.settings} --manifest {input.manifest} "
+        "ganbench --threads {threads} meta-train --settings {params.settings} --manifest {input.manifest} "
         "--dataset {input.dataset} --output-dir $(dirname {output.checkpoint}) 2>&1 | tee {log}"
 
 
@@ -61,21 +46,21 @@ rule adapt:
     input:
         unpack(adapt_inputs),
     output:
-        checkpoint="results/runs/{task}/k{shots}/{method}/seed{seed}/checkpoint.pt",
-        config="results/runs/{task}/k{shots}/{method}/seed{seed}/config.json",
-        train_log="results/runs/{task}/k{shots}/{method}/seed{seed}/train_log.jsonl",
+        checkpoint=layout.RUN / layout.StageFolder.CHECKPOINT,
+        config=layout.RUN / layout.StageFolder.CONFIG,
+        train_log=layout.RUN / layout.StageFolder.TRAIN_LOG,
     params:
-        settings=adapt_settings,
-        artefacts=lambda w: " ".join(f"--artefact {name}={path}" for name, path in method_artefacts(w).items()),
+        settings=lambda w: as_arg(PLAN.adapt(run_of(w))),
+        artefacts=lambda w: " ".join(f"--artefact {name}={path}" for name, path in PLAN.artefacts(run_of(w)).items()),
     threads: 1
     resources:
         mem_mb=3000,
         runtime=30,
     log:
-        "results/logs/adapt/{task}/k{shots}/{method}/seed{seed}.log",
+        layout.log("adapt", layout.RUN_KEY),
     benchmark:
-        "results/benchmarks/adapt/{task}/k{shots}/{method}/seed{seed}.tsv"
+        layout.benchmark("adapt", layout.RUN_KEY)
     shell:
-        "{GANBENCH} --threads {threads} adapt --settings {params.settings} --manifest {input.manifest} "
+        "ganbench --threads {threads} adapt --settings {params.settings} --manifest {input.manifest} "
         "--dataset {input.dataset} --encoder {input.encoder} {params.artefacts} "
         "--output-dir $(dirname {output.checkpoint}) 2>&1 | tee {log}"

@@ -24,7 +24,7 @@ import torch
 
 from benchmark.config import data_root
 from benchmark.data import prepare_dataset
-from benchmark.encoder import train_encoder
+from benchmark.encoder import fit_encoder
 from benchmark.io import atomic_write_json
 from benchmark.metrics import EvaluationSets, MetricSettings, MetricSuite, feature_space
 from benchmark.provenance import environment
@@ -48,10 +48,10 @@ def main() -> None:
         reference=reference.images, reference_labels=reference.labels,
         heldout=generated.images[:500], heldout_labels=generated.labels[:500], shots=reference.images[:10],
     )  # fmt: skip
-    settings = MetricSettings(kid_subset_size=1000, kid_subsets=100)  # the full preset's evaluation settings
+    settings = MetricSettings.from_config({"kid_subset_size": 1000, "kid_subsets": 100})  # the full preset's evaluation settings
     with tempfile.TemporaryDirectory() as folder:
         encoder = Path(folder) / "encoder.safetensors"
-        train_encoder(generated.images, generated.labels, generated.class_names, 1, 128, 1e-3, 0, 0.0, encoder, {"purpose": "timing"})
+        fit_encoder(generated.images, generated.labels, generated.class_names, 1, 128, 1e-3, 0, 0.0, encoder, {"purpose": "timing"})
         space = feature_space(encoder)
         prepare_times, score_times = [], []
         for repeat in range(args.repeats):

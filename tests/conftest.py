@@ -13,9 +13,9 @@ from PIL import Image, ImageFilter
 
 from benchmark.config import data_root
 from benchmark.data import PreparedDataset, prepare_dataset
-from benchmark.encoder import train_encoder
-from benchmark.splits import build_source_manifest, build_task_manifest, write_manifest
+from benchmark.encoder import fit_encoder
 from benchmark.metrics import EvaluationSets
+from benchmark.splits import build_source_manifest, build_task_manifest, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = data_root({})
@@ -55,7 +55,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 
 def save_prepared(dataset: PreparedDataset, folder: Path, name: str) -> Path:
     path = folder / f"{name}.npz"
-    dataset.save(path, path.with_suffix(".json"))
+    dataset.save(path)
     return path
 
 
@@ -69,7 +69,7 @@ def mnist_encoder(tmp_path_factory, mnist_5k):
     """Encoder trained on 2,500 real MNIST digits; the other 2,500 are split for the metric tests."""
     order = np.random.default_rng(0).permutation(len(mnist_5k.labels))
     path = tmp_path_factory.mktemp("encoder") / "encoder.safetensors"
-    summary = train_encoder(
+    summary = fit_encoder(
         mnist_5k.images[order[:2500]], mnist_5k.labels[order[:2500]], mnist_5k.class_names, epochs=2, batch_size=64,
         learning_rate=1e-3, seed=0, holdout_fraction=0.1, output=path, provenance={"test": True},
     )  # fmt: skip
@@ -81,9 +81,14 @@ def mnist_encoder(tmp_path_factory, mnist_5k):
 def digit_sets(mnist_encoder, mnist_5k):
     """Disjoint unseen digits: 1,000 reference (labelled), 300 held-out for calibration, 10 shots, 1,000 spare."""
     _, unseen = mnist_encoder
-    pick = {name: unseen[start:stop] for name, (start, stop) in {"reference": (0, 1000), "heldout": (1000, 1300), "shots": (1300, 1310), "spare": (1310, 2310)}.items()}
+    pick = {
+        name: unseen[start:stop]
+        for name, (start, stop) in {"reference": (0, 1000), "heldout": (1000, 1300), "shots": (1300, 1310), "spare": (1310, 2310)}.items()
+    }
     images, labels = mnist_5k.images, mnist_5k.labels
-    sets = EvaluationSets(images[pick["reference"]], labels[pick["reference"]], images[pick["heldout"]], labels[pick["heldout"]], images[pick["shots"]])
+    sets = EvaluationSets(
+        images[pick["reference"]], labels[pick["reference"]], images[pick["heldout"]], labels[pick["heldout"]], images[pick["shots"]]
+    )
     return sets, images[pick["spare"]], labels[pick["spare"]]
 
 
@@ -97,9 +102,15 @@ def task_files(tmp_path_factory, digits):
     folder = tmp_path_factory.mktemp("task")
     data = save_prepared(digits, folder, "digits")
     source = build_source_manifest("low", {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, digits, 0)
-    spec = {"kind": "few-shot", "source": "low", "target": {"dataset": "digits", "classes": [5, 6, 7, 8, 9]}, "validation_size": 60, "shot_pool_size": 20}
+    spec = {
+        "kind": "few-shot",
+        "source": "low",
+        "target": {"dataset": "digits", "classes": [5, 6, 7, 8, 9]},
+        "validation_size": 60,
+        "shot_pool_size": 20,
+    }
     manifest = folder / "task.json"
     write_manifest(manifest, build_task_manifest("digits_high", spec, source, digits, [5], 1, 0))
     encoder = folder / "encoder.safetensors"
-    train_encoder(digits.images[:600], digits.labels[:600], digits.class_names, 1, 64, 1e-3, 0, 0.0, encoder, {"test": True})
+    fit_encoder(digits.images[:600], digits.labels[:600], digits.class_names, 1, 64, 1e-3, 0, 0.0, encoder, {"test": True})
     return {"data": data, "manifest": manifest, "encoder": encoder}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
@@ -12,9 +11,9 @@ from benchmark.methods import AdaptationContext, get_method
 from benchmark.models import Architecture, GANModels
 from benchmark.training import TrainingHooks, TrainSettings, as_training_tensor, train_gan
 
-ARCH = Architecture(width=8)
+ARCH = Architecture.from_config({"width": 8}, image_size=28, channels=1)
 CPU = torch.device("cpu")
-SETTINGS = TrainSettings(steps=6, batch_size=8, log_every=3)
+SETTINGS = TrainSettings.from_config({"steps": 6, "batch_size": 8, "log_every": 3})
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +21,15 @@ def source_checkpoint(tmp_path_factory, digits):
     """A briefly pretrained source G and D on digits 0-4 (the transfer methods' starting point)."""
     folder = tmp_path_factory.mktemp("source")
     images = as_training_tensor(digits.images[digits.labels < 5][:300], CPU)
-    train_gan(GANModels.fresh(ARCH, 0), images, TrainSettings(steps=10, batch_size=16, log_every=5), 0, folder, TrainingHooks(), {"source": 1})
+    train_gan(
+        GANModels.fresh(ARCH, 0),
+        images,
+        TrainSettings.from_config({"steps": 10, "batch_size": 16, "log_every": 5}),
+        0,
+        folder,
+        TrainingHooks(),
+        {"source": 1},
+    )
     return folder / "checkpoint.pt"
 
 
@@ -152,7 +159,15 @@ def test_training_loop_augments_real_and_fake_in_both_steps(tmp_path, digits):
             calls.append(images.requires_grad)
             return images
 
-    train_gan(GANModels.fresh(ARCH, 0), as_training_tensor(digits.images[:32], CPU), TrainSettings(steps=2, batch_size=4), 0, tmp_path, Spy(), {})
+    train_gan(
+        GANModels.fresh(ARCH, 0),
+        as_training_tensor(digits.images[:32], CPU),
+        TrainSettings.from_config({"steps": 2, "batch_size": 4}),
+        0,
+        tmp_path,
+        Spy(),
+        {},
+    )
     # per step: real and detached fake in the D step, then the fake that carries G's gradient in the G step
     assert calls == [False, False, True] * 2
 

@@ -123,9 +123,9 @@ def test_number_written_as_text(tmp_path):
 
 def _adapt_finetune(files: dict[str, Path], source_checkpoint: Path, run_dir: Path) -> subprocess.CompletedProcess:
     settings = {
-        "method": "finetune", "method_hparams": {}, "shots": 5, "seed": 0, "split_draw": 0, "pretrain_seed": 0,
-        "architecture": ARCH, "train": {"steps": 5, "batch_size": 8}, "device": "cpu",
-        "evaluation": {"validation_num_generated": 20, "kid_subset_size": 10, "kid_subsets": 2, "seed": 0, "inception_weights": None},
+        "run": {"task": "digits_high", "shots": 5, "method": "finetune", "seed": 0, "split_draw": 0, "pretrain_seed": 0},
+        "method_hparams": {}, "architecture": ARCH, "train": {"steps": 5, "batch_size": 8}, "device": "cpu",
+        "evaluation": {"validation_num_generated": 20, "kid_subset_size": 10, "kid_subsets": 2, "seed": 0},
     }  # fmt: skip
     return run_cli(
         "adapt", "--settings", json.dumps(settings), "--manifest", str(files["manifest"]), "--dataset", str(files["data"]),
@@ -141,21 +141,21 @@ def _source_checkpoint(path: Path, arch: Architecture) -> Path:
 
 
 def test_checkpoint_of_a_different_architecture_names_the_difference(tmp_path, task_files):
-    wider = _source_checkpoint(tmp_path / "source.pt", Architecture(image_size=28, channels=1, z_dim=16, width=16))
+    wider = _source_checkpoint(tmp_path / "source.pt", Architecture.from_config({"z_dim": 16, "width": 16}, image_size=28, channels=1))
     result = _adapt_finetune(task_files, wider, tmp_path / "run")
     _assert_one_clear_error(result, str(wider), "different architecture", "width: checkpoint 16 vs config 8", "Use a matching config")
     assert not (tmp_path / "run").exists()
 
 
 def test_truncated_checkpoint_file(tmp_path, task_files):
-    path = _source_checkpoint(tmp_path / "source.pt", Architecture(image_size=28, channels=1, **ARCH))
+    path = _source_checkpoint(tmp_path / "source.pt", Architecture.from_config(ARCH, image_size=28, channels=1))
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     result = _adapt_finetune(task_files, path, tmp_path / "run")
     _assert_one_clear_error(result, str(path), "truncated or corrupt", "Delete it and rerun its stage")
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("content", ["", "{\"kind\": \"task\", \"name\":", "\x00\x01binary"])
+@pytest.mark.parametrize("content", ["", '{"kind": "task", "name":', "\x00\x01binary"])
 def test_empty_or_unreadable_split_manifest(tmp_path, task_files, content):
     manifest = tmp_path / "task.json"
     manifest.write_text(content)

@@ -75,7 +75,7 @@ def test_image_folder_mixed_sizes_and_modes(tmp_path):
 
 def test_prepared_round_trip_and_corruption_check(tmp_path, digits):
     path = tmp_path / "digits.npz"
-    digits.save(path, path.with_suffix(".json"))
+    digits.save(path)
     loaded = PreparedDataset.load(path)
     assert np.array_equal(loaded.images, digits.images) and loaded.content_sha256 == digits.content_sha256
     tampered = PreparedDataset(digits.images.copy(), digits.labels, digits.metadata)

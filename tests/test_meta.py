@@ -11,15 +11,14 @@ import pytest
 import torch
 
 from benchmark.errors import BenchmarkError
-from benchmark.meta import inner_loop
-from benchmark.models import preserved_buffers
+from benchmark.meta_learning import inner_loop
 from benchmark.methods import get_method
-from benchmark.models import Architecture, GANModels
+from benchmark.models import Architecture, GANModels, preserved_buffers
 from benchmark.splits import build_meta_manifest, build_source_manifest
 from benchmark.training import TrainingHooks, TrainSettings, as_training_tensor, train_gan
 from conftest import run_cli, save_prepared
 
-ARCH = Architecture(width=8)
+ARCH = Architecture.from_config({"width": 8}, image_size=28, channels=1)
 CPU = torch.device("cpu")
 HPARAMS = {"inner_steps": 2, "inner_batch_size": 8, "meta_batch_size": 2, "outer_lr": 1e-3}
 
@@ -87,15 +86,18 @@ def test_meta_training_stage_writes_a_loadable_checkpoint(tmp_path, digits):
     data = save_prepared(digits, tmp_path, "digits")
     source = build_source_manifest("low", {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, digits, 0)
     (tmp_path / "source.json").write_text(json.dumps(source))
-    settings = json.dumps({"unit": "class", "count": 6, "support_size": 5, "query_size": 5, "split_seed": 0})
-    result = run_cli("split-meta", "--settings", settings, "--source-manifest", str(tmp_path / "source.json"), "--dataset", str(data), "--output", str(tmp_path / "meta.json"))
+    settings = json.dumps({"meta": {"unit": "class", "count": 6, "support_size": 5, "query_size": 5}, "split_seed": 0})
+    source_manifest, meta_manifest = str(tmp_path / "source.json"), str(tmp_path / "meta.json")
+    result = run_cli("split-meta", "--settings", settings, "--source-manifest", source_manifest, "--dataset", str(data), "--output", meta_manifest)
     assert result.returncode == 0, result.stderr
-    train = json.dumps({"method": "maml_gan", "method_hparams": {**HPARAMS, "meta_iterations": 2}, "architecture": {"width": 8}, "seed": 0, "device": "cpu"})
-    result = run_cli("meta-train", "--settings", train, "--manifest", str(tmp_path / "meta.json"), "--dataset", str(data), "--output-dir", str(tmp_path / "maml"))
+    hparams = {**HPARAMS, "meta_iterations": 2}
+    train = json.dumps({"method": "maml_gan", "method_hparams": hparams, "architecture": {"width": 8}, "seed": 0, "device": "cpu"})
+    inputs = ["--manifest", meta_manifest, "--dataset", str(data)]
+    result = run_cli("meta-train", "--settings", train, *inputs, "--output-dir", str(tmp_path / "maml"))
     assert result.returncode == 0, result.stderr
     payload = torch.load(tmp_path / "maml" / "checkpoint.pt", weights_only=True)
     assert payload["step"] == 2 and payload["architecture"]["width"] == 8
-    not_meta = run_cli("meta-train", "--settings", train.replace("maml_gan", "finetune"), "--manifest", str(tmp_path / "meta.json"), "--dataset", str(data), "--output-dir", str(tmp_path / "x"))
+    not_meta = run_cli("meta-train", "--settings", train.replace("maml_gan", "finetune"), *inputs, "--output-dir", str(tmp_path / "x"))
     assert not_meta.returncode == 2 and "not a meta-learner" in not_meta.stderr
 
 
@@ -127,9 +129,9 @@ def _level_images(level: float, count: int, rng: torch.Generator) -> torch.Tenso
 def _error_after_inner_steps(models: GANModels, levels: list[float], hp: dict) -> float:
     """The toy's loss: mean squared distance of generated images to the task's level, after the inner procedure."""
     errors = []
+    method = get_method("maml_gan")(inner_lr=hp["inner_lr"])
     for level in levels:
         generator, discriminator = copy.deepcopy(models.generator), copy.deepcopy(models.discriminator)
-        method = get_method("maml_gan")(inner_lr=hp["inner_lr"])
 
         def sgd(module):
             optimiser = method.make_optimiser(list(module.parameters()), lr=0.0, settings=None)
@@ -142,7 +144,17 @@ def _error_after_inner_steps(models: GANModels, levels: list[float], hp: dict) -
             return step
 
         support = _level_images(level, 10, torch.Generator().manual_seed(7))
-        inner_loop(generator, discriminator, support, hp["inner_steps"], 16, "nonsaturating", torch.Generator().manual_seed(1), sgd(discriminator), sgd(generator))
+        inner_loop(
+            generator,
+            discriminator,
+            support,
+            hp["inner_steps"],
+            16,
+            "nonsaturating",
+            torch.Generator().manual_seed(1),
+            sgd(discriminator),
+            sgd(generator),
+        )
         with torch.no_grad():
             samples = generator(torch.randn(256, generator.z_dim, generator=torch.Generator().manual_seed(3)))
         errors.append(float((samples - level).pow(2).mean()))
@@ -154,7 +166,7 @@ def test_meta_learned_initialisation_adapts_faster_than_a_pretrained_one(tmp_pat
     is pretrained on the union of the same images for twice as many steps. After the same 5 inner steps on an
     unseen level, the meta-learned G must be closer to it (seen here: 0.038 vs 0.060)."""
 
-    arch = Architecture(image_size=8, width=8, z_dim=4, generator_norm="none")
+    arch = Architecture.from_config({"width": 8, "z_dim": 4, "generator_norm": "none"}, image_size=8, channels=1)
     hp = {"inner_steps": 5, "inner_lr": 0.1, "inner_batch_size": 16, "meta_batch_size": 4, "outer_lr": 3e-3}
     train_levels = torch.linspace(-0.8, 0.8, 9).tolist()
     test_levels = [-0.7, -0.3, 0.1, 0.5, 0.7]
@@ -167,7 +179,9 @@ def test_meta_learned_initialisation_adapts_faster_than_a_pretrained_one(tmp_pat
         meta_learner.meta_step(meta_models, [(_level_images(c, 10, data), _level_images(c, 10, data)) for c in levels], rng)
 
     union = torch.cat([_level_images(c, 200, data) for c in train_levels])
-    settings = TrainSettings(steps=2 * iterations, batch_size=32, lr_g=2e-4, lr_d=4e-4, beta1=0.0, beta2=0.9, log_every=100)
+    settings = TrainSettings.from_config(
+        {"steps": 2 * iterations, "batch_size": 32, "lr_g": 2e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.9, "log_every": 100}
+    )
     pretrained = train_gan(GANModels.fresh(arch, 0), union, settings, 0, tmp_path, TrainingHooks(), {"toy": "pretrained"})
     meta_error = _error_after_inner_steps(meta_models, test_levels, hp)
     pretrained_error = _error_after_inner_steps(pretrained, test_levels, hp)

@@ -57,28 +57,37 @@ def test_throwaway_method_from_a_temporary_file_runs_end_to_end(tmp_path, digits
     assert "throwaway_l2d" in listed.stdout, listed.stderr
 
     data = save_prepared(digits, tmp_path, "digits")
-    source, task = tmp_path / "source.json", tmp_path / "task.json"
-    spec = {"kind": "few-shot", "source": "low", "target": {"dataset": "digits", "classes": [5, 6, 7, 8, 9]}, "validation_size": 50, "shot_pool_size": 20, "reference_size": 200}
-    assert run_cli("split-source", "--name", "low", "--settings", json.dumps({"spec": {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, "split_seed": 0}), "--dataset", str(data), "--output", str(source)).returncode == 0
-    assert run_cli("split-task", "--name", "t", "--settings", json.dumps({"spec": spec, "shots": [5], "split_draws": 1, "split_seed": 0}), "--source-manifest", str(source), "--dataset", str(data), "--output", str(task)).returncode == 0
-    encoder = tmp_path / "encoder.safetensors"
-    result = run_cli("train-encoder", "--settings", json.dumps({"epochs": 1, "batch_size": 64, "learning_rate": 1e-3, "seed": 0, "max_images_per_dataset": 500, "holdout_fraction": 0.1}), "--manifests", str(task), "--dataset", f"digits={data}", "--output", str(encoder))
-    assert result.returncode == 0, result.stderr
+    source, task, encoder = tmp_path / "source.json", tmp_path / "task.json", tmp_path / "encoder.safetensors"
+    spec = {
+        "kind": "few-shot", "source": "low", "target": {"dataset": "digits", "classes": [5, 6, 7, 8, 9]},
+        "validation_size": 50, "shot_pool_size": 20, "reference_size": 200,
+    }  # fmt: skip
+    source_settings = {"spec": {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, "split_seed": 0}
+    encoder_settings = {"epochs": 1, "max_images_per_dataset": 500}
+    for command in (
+        ["split-source", "--name", "low", "--settings", json.dumps(source_settings), "--dataset", str(data), "--output", str(source)],
+        ["split-task", "--name", "t", "--settings", json.dumps({"spec": spec, "shots": [5], "split_draws": 1, "split_seed": 0}),
+         "--source-manifest", str(source), "--dataset", str(data), "--output", str(task)],
+        ["train-encoder", "--settings", json.dumps(encoder_settings), "--manifests", str(task), "--dataset", f"digits={data}", "--output", str(encoder)],
+    ):  # fmt: skip
+        result = run_cli(*command)
+        assert result.returncode == 0, result.stderr
     settings = {
-        "method": "throwaway_l2d", "method_hparams": {"weight": 0.01}, "shots": 5, "seed": 0, "split_draw": 0, "pretrain_seed": 0,
-        "architecture": {"width": 8}, "train": {"steps": 6, "batch_size": 4, "eval_every": 3, "log_every": 2},
-        "evaluation": {"num_generated": 60, "validation_num_generated": 40, "kid_subset_size": 20, "kid_subsets": 5, "seed": 1, "inception_weights": None},
+        "run": {"task": "t", "shots": 5, "method": "throwaway_l2d", "seed": 0, "split_draw": 0, "pretrain_seed": 0},
+        "method_hparams": {"weight": 0.01}, "architecture": {"width": 8}, "train": {"steps": 6, "batch_size": 4, "eval_every": 3, "log_every": 2},
+        "evaluation": {"num_generated": 60, "validation_num_generated": 40, "kid_subset_size": 20, "kid_subsets": 5, "seed": 1},
         "device": "cpu",
     }  # fmt: skip
+    adapt = ["adapt", "--settings", json.dumps(settings), "--manifest", str(task), "--dataset", str(data), "--encoder", str(encoder)]
     run_dir = tmp_path / "run"
-    result = run_cli("adapt", "--settings", json.dumps(settings), "--manifest", str(task), "--dataset", str(data), "--encoder", str(encoder), "--output-dir", str(run_dir), env=env)
+    result = run_cli(*adapt, "--output-dir", str(run_dir), env=env)
     assert result.returncode == 0, result.stderr
     config = json.loads((run_dir / "config.json").read_text())
     assert config["method"] == "throwaway_l2d" and config["method_hparams"] == {"weight": 0.01}
     evals = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines() if '"eval"' in line]
     assert [record["step"] for record in evals] == [3, 6] and evals[-1]["eval"]["kid_validation"] > 0
 
-    without_plugin = run_cli("adapt", "--settings", json.dumps(settings), "--manifest", str(task), "--dataset", str(data), "--encoder", str(encoder), "--output-dir", str(tmp_path / "run2"))
+    without_plugin = run_cli(*adapt, "--output-dir", str(tmp_path / "run2"))
     assert without_plugin.returncode == 2 and "Unknown method 'throwaway_l2d'" in without_plugin.stderr
 
 
@@ -87,12 +96,14 @@ def test_entry_point_of_an_installed_package_is_discovered(tmp_path):
     (site / "extra_gan_method-1.0.dist-info").mkdir(parents=True)
     (site / "extra_gan_method-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: extra-gan-method\nVersion: 1.0\n")
     (site / "extra_gan_method-1.0.dist-info" / "entry_points.txt").write_text("[ganbench.methods]\nextra = extra_gan_method:Extra\n")
-    (site / "extra_gan_method.py").write_text(textwrap.dedent('''
+    (site / "extra_gan_method.py").write_text(
+        textwrap.dedent("""
         from benchmark.methods import Method
         class Extra(Method):
             name = "extra_from_package"
             paper = "an installed package"
-    '''))
+    """)
+    )
     code = "from benchmark.methods import methods; print(sorted(methods()))"
     env_path = f"{site}"
     result = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {env_path!r}); {code}"], capture_output=True, text=True, cwd=REPO)

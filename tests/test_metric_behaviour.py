@@ -40,7 +40,9 @@ def scores(mnist_encoder, digit_sets):
         "noisy": np.clip(spare[:N] + noise, 0, 255).astype(np.uint8),
     }
     assert all(len(images) == N for images in generators.values())
-    suite = MetricSuite(sets, feature_space(path), str(path), MetricSettings(kid_subset_size=400, kid_subsets=50, ndb_bins=20), CPU)
+    suite = MetricSuite(
+        sets, feature_space(path), str(path), MetricSettings.from_config({"kid_subset_size": 400, "kid_subsets": 50, "ndb_bins": 20}), CPU
+    )
     return {name: {r["metric"]: r["value"] for r in suite.score(images)} for name, images in generators.items()}
 
 

@@ -12,10 +12,10 @@ import scipy.linalg
 import torch
 from torch_fidelity.metric_fid import fid_features_to_statistics
 
+from benchmark.encoder import load_encoder, to_unit_range
 from benchmark.metrics import FeatureExtractor, feature_space
 from benchmark.metrics.fidelity import density_coverage, frechet_distance, kid, precision_recall
 from benchmark.metrics.perceptual import PerceptualEmbedding, squared_distances
-from benchmark.encoder import load_encoder, to_unit_range
 from conftest import blur
 
 CPU = torch.device("cpu")

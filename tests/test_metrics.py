@@ -18,7 +18,7 @@ CPU = torch.device("cpu")
 def test_records_carry_sample_sizes_and_feature_space(mnist_encoder, digit_sets):
     path, _ = mnist_encoder
     sets, spare, _ = digit_sets
-    settings = MetricSettings(kid_subset_size=500, kid_subsets=20, fid_infinity=True)
+    settings = MetricSettings.from_config({"kid_subset_size": 500, "kid_subsets": 20, "fid_infinity": True})
     records = {record["metric"]: record for record in MetricSuite(sets, feature_space(path), str(path), settings, CPU).score(spare[:600])}
     assert set(records) == {
         "kid", "fid", "fid_inf", "precision", "recall", "density", "coverage", "ndb_fraction", "ndb_jsd",
@@ -43,7 +43,7 @@ def test_records_carry_sample_sizes_and_feature_space(mnist_encoder, digit_sets)
 def test_suite_is_deterministic_and_accepts_rgb_input(mnist_encoder, digit_sets):
     path, _ = mnist_encoder
     sets, spare, _ = digit_sets
-    suite = MetricSuite(sets, feature_space(path), str(path), MetricSettings(kid_subset_size=200, kid_subsets=10), CPU)
+    suite = MetricSuite(sets, feature_space(path), str(path), MetricSettings.from_config({"kid_subset_size": 200, "kid_subsets": 10}), CPU)
     first, second = suite.score(spare[:300]), suite.score(spare[:300])
     assert [r["value"] for r in first] == [r["value"] for r in second]
     rgb = {r["metric"]: r["value"] for r in suite.score(np.repeat(spare[:300], 3, axis=1))}  # folder PNGs arrive as RGB
@@ -89,4 +89,4 @@ def test_reference_smaller_than_the_neighbourhood_is_one_clear_error(mnist_encod
     sets, _, _ = digit_sets
     tiny = EvaluationSets(sets.reference[:4], sets.reference_labels[:4], sets.heldout, sets.heldout_labels, sets.shots)
     with pytest.raises(BenchmarkError, match="reference set has 4 images.*nearest_k = 5"):
-        MetricSuite(tiny, feature_space(path), str(path), MetricSettings(), CPU)
+        MetricSuite(tiny, feature_space(path), str(path), MetricSettings.from_config({}), CPU)

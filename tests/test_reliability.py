@@ -22,19 +22,20 @@ from conftest import REPO, run_cli, save_prepared
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TRAIN = {"steps": 400, "batch_size": 16, "ema_decay": 0.9, "eval_every": 100, "checkpoint_every": 10, "log_every": 50}
-EVALUATION = {
-    "num_generated": 300, "validation_num_generated": 50, "kid_subset_size": 50, "kid_subsets": 10, "seed": 1,
-    "inception_weights": None, "nearest_k": 5, "ndb_bins": 50, "ndb_alpha": 0.05, "diversity_samples": 1000,
-    "diversity_cluster_size": 50, "memorisation_quantile": 0.05, "nn_ratio_threshold": 1 / 3, "class_neighbours": 5,
-    "class_min_share_ratio": 0.2, "select_on": "kid", "oracle_selection": False, "fid_infinity": False,
-}  # fmt: skip
+# The rest of the evaluation section takes the schema's defaults.
+EVALUATION = {"num_generated": 300, "validation_num_generated": 50, "kid_subset_size": 50, "kid_subsets": 10, "seed": 1}
 
 
 def _adapt_command(files: dict[str, Path], run_dir: Path, train: dict = TRAIN) -> list[str]:
+    run = {"task": "digits_high", "shots": 5, "method": "scratch", "seed": 3, "split_draw": 0, "pretrain_seed": 0}
     settings = {
-        "method": "scratch", "method_hparams": {}, "shots": 5, "seed": 3, "split_draw": 0, "pretrain_seed": 0,
-        "architecture": {"z_dim": 16, "width": 8}, "train": train, "evaluation": EVALUATION, "device": "cpu",
-    }  # fmt: skip
+        "run": run,
+        "method_hparams": {},
+        "architecture": {"z_dim": 16, "width": 8},
+        "train": train,
+        "evaluation": EVALUATION,
+        "device": "cpu",
+    }
     return [
         sys.executable, "-m", "benchmark.cli", "--threads", "1", "adapt", "--settings", json.dumps(settings),
         "--manifest", str(files["manifest"]), "--dataset", str(files["data"]), "--encoder", str(files["encoder"]),

@@ -7,13 +7,14 @@ import json
 import pytest
 import torch
 
-from benchmark.checkpoint import generator_from_snapshot, snapshot_path
+from benchmark.checkpoint import generator_from_snapshot
 from benchmark.errors import BenchmarkError
-from benchmark.evaluation import best_step, validation_scores
+from benchmark.layout import StageFolder
 from benchmark.models import Architecture, GANModels
+from benchmark.selection import best_step, validation_scores
 from benchmark.training import TrainingHooks, TrainSettings, as_training_tensor, train_gan
 
-ARCH = Architecture(width=8)
+ARCH = Architecture.from_config({"width": 8}, image_size=28, channels=1)
 CPU = torch.device("cpu")
 
 
@@ -22,7 +23,7 @@ def _kid_falls_then_rises(generator, step):
 
 
 def _train(run_dir, digits, identity):
-    settings = TrainSettings(steps=20, batch_size=16, ema_decay=0.9, eval_every=5, log_every=5)
+    settings = TrainSettings.from_config({"steps": 20, "batch_size": 16, "ema_decay": 0.9, "eval_every": 5, "log_every": 5})
     real = as_training_tensor(digits.images[:128], CPU)
     return train_gan(GANModels.fresh(ARCH, 0), real, settings, 0, run_dir, TrainingHooks(), identity, _kid_falls_then_rises)
 
@@ -35,8 +36,8 @@ def test_every_evaluated_generator_but_the_last_is_kept_and_the_best_validation_
     assert best_step({step: values["kid_validation"] for step, values in scores.items()}) == 10  # tie with 15: earliest
 
     identity_json = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["identity_json"]
-    early = generator_from_snapshot(snapshot_path(tmp_path, 10), identity_json, ARCH, CPU)
-    later = generator_from_snapshot(snapshot_path(tmp_path, 15), identity_json, ARCH, CPU)
+    early = generator_from_snapshot(StageFolder(tmp_path).snapshot(10), identity_json, ARCH, CPU)
+    later = generator_from_snapshot(StageFolder(tmp_path).snapshot(15), identity_json, ARCH, CPU)
     assert any(not torch.equal(a, b) for a, b in zip(early.state_dict().values(), later.state_dict().values()))
     assert any(not torch.equal(a, b) for a, b in zip(later.state_dict().values(), models.generator.state_dict().values()))
 
@@ -45,15 +46,15 @@ def test_snapshot_of_another_run_is_refused(tmp_path, digits):
     _train(tmp_path, digits, {"toy": "selection"})
     other_identity = json.dumps({"toy": "another run"}, sort_keys=True)
     with pytest.raises(BenchmarkError, match="belongs to another run"):
-        generator_from_snapshot(snapshot_path(tmp_path, 5), other_identity, ARCH, CPU)
+        generator_from_snapshot(StageFolder(tmp_path).snapshot(5), other_identity, ARCH, CPU)
 
 
 def test_fresh_start_clears_snapshots_left_by_another_run(tmp_path, digits):
-    stale = snapshot_path(tmp_path, 99)
+    stale = StageFolder(tmp_path).snapshot(99)
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"left over")
     _train(tmp_path, digits, {"toy": "selection"})
-    assert not stale.exists() and snapshot_path(tmp_path, 5).exists()
+    assert not stale.exists() and StageFolder(tmp_path).snapshot(5).exists()
 
 
 def test_a_run_without_evaluations_has_no_validation_scores(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from benchmark.errors import BenchmarkError
 from benchmark.splits import build_source_manifest, build_task_manifest, read_manifest, write_manifest
-from conftest import needs_omniglot, run_cli, save_prepared, SHARED
+from conftest import SHARED, needs_omniglot, run_cli, save_prepared
 
 TASK = {
     "kind": "few-shot",
@@ -58,7 +58,19 @@ def test_cli_writes_identical_manifests_twice(tmp_path, digits):
     for run in ("a", "b"):
         source_path, task_path = tmp_path / run / "source.json", tmp_path / run / "task.json"
         assert run_cli("split-source", "--name", "low", "--settings", settings, "--dataset", str(data), "--output", str(source_path)).returncode == 0
-        result = run_cli("split-task", "--name", "digits_high", "--settings", task_settings, "--source-manifest", str(source_path), "--dataset", str(data), "--output", str(task_path))
+        result = run_cli(
+            "split-task",
+            "--name",
+            "digits_high",
+            "--settings",
+            task_settings,
+            "--source-manifest",
+            str(source_path),
+            "--dataset",
+            str(data),
+            "--output",
+            str(task_path),
+        )
         assert result.returncode == 0, result.stderr
         outputs.append(task_path.read_bytes())
     assert outputs[0] == outputs[1]

@@ -11,7 +11,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.models import Architecture, GANModels
 from benchmark.training import TrainingHooks, TrainSettings, as_training_tensor, train_gan
 
-ARCH = Architecture(width=8)
+ARCH = Architecture.from_config({"width": 8}, image_size=28, channels=1)
 
 
 def _real(digits):
@@ -20,7 +20,7 @@ def _real(digits):
 
 def test_discriminator_loss_falls_on_a_toy(tmp_path, digits):
     # G barely moves (tiny lr), so D faces a fixed fake distribution and must learn to separate it from digits.
-    settings = TrainSettings(steps=80, batch_size=32, lr_g=1e-7, lr_d=1e-3, log_every=5)
+    settings = TrainSettings.from_config({"steps": 80, "batch_size": 32, "lr_g": 1e-7, "lr_d": 1e-3, "log_every": 5})
     train_gan(GANModels.fresh(ARCH, 0), _real(digits), settings, 0, tmp_path, TrainingHooks(), {"toy": True})
     losses = [json.loads(line)["loss_d"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines() if "loss_d" in line]
     assert losses[0] > 1.2  # about 2 log 2 at the start
@@ -41,7 +41,7 @@ def _interrupt_at(step_to_fail: int):
 
 
 def test_resume_continues_at_the_checkpoint_and_matches_an_uninterrupted_run(tmp_path, digits):
-    settings = TrainSettings(steps=30, batch_size=16, ema_decay=0.9, eval_every=5, checkpoint_every=10, log_every=5)
+    settings = TrainSettings.from_config({"steps": 30, "batch_size": 16, "ema_decay": 0.9, "eval_every": 5, "checkpoint_every": 10, "log_every": 5})
     identity = {"toy": "resume"}
     straight = train_gan(GANModels.fresh(ARCH, 1), _real(digits), settings, 1, tmp_path / "a", TrainingHooks(), identity, _interrupt_at(-1))
 
@@ -58,21 +58,21 @@ def test_resume_continues_at_the_checkpoint_and_matches_an_uninterrupted_run(tmp
         assert torch.equal(a, b)
     log_a = (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()
     log_b = (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()
-    strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k != "steps_per_s"} for l in lines]  # noqa: E731
+    strip = lambda lines: [{k: v for k, v in json.loads(line).items() if k != "steps_per_s"} for line in lines]  # noqa: E731
     assert strip(log_a) == strip(log_b), "the resumed log holds each step once, with the same values"
 
 
 def test_resume_refuses_changed_settings_and_names_them(tmp_path, digits):
-    settings = TrainSettings(steps=4, batch_size=8, log_every=2)
+    settings = TrainSettings.from_config({"steps": 4, "batch_size": 8, "log_every": 2})
     train_gan(GANModels.fresh(ARCH, 0), _real(digits), settings, 0, tmp_path, TrainingHooks(), {"lr_note": 1})
-    changed = TrainSettings(steps=8, batch_size=8, log_every=2, lr_d=1e-3)
+    changed = TrainSettings.from_config({"steps": 8, "batch_size": 8, "log_every": 2, "lr_d": 1e-3})
     with pytest.raises(BenchmarkError, match=r"lr_d|train_settings") as info:
         train_gan(GANModels.fresh(ARCH, 0), _real(digits), changed, 0, tmp_path, TrainingHooks(), {"lr_note": 1})
     assert "Delete the run folder" in str(info.value)
 
 
 def test_same_seed_same_weights_on_cpu(tmp_path, digits):
-    settings = TrainSettings(steps=6, batch_size=8, log_every=3)
+    settings = TrainSettings.from_config({"steps": 6, "batch_size": 8, "log_every": 3})
     runs = [train_gan(GANModels.fresh(ARCH, 5), _real(digits), settings, 5, tmp_path / run, TrainingHooks(), {}) for run in "ab"]
     for a, b in zip(runs[0].generator.parameters(), runs[1].generator.parameters()):
         assert torch.equal(a, b)

@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmark.config import load_config, run_plan, validate_config
+from benchmark import layout
+from benchmark.config import load_config, validate_config
 from benchmark.errors import BenchmarkError
+from benchmark.plan import Plan, method_hparams, method_names
 from benchmark.results import collect_results, render_markdown
 from conftest import REPO, run_cli
 
@@ -39,7 +41,7 @@ def test_smoke_config_runs_from_data_to_table(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
     config = load_config(config_path)
-    runs = run_plan(config)
+    runs = Plan(config).runs
     frame = pd.read_csv(tmp_path / "results" / "results.csv")
     # Every run: the full suite for its final and its validation-selected checkpoint (FID_inf not asked for).
     assert set(frame["checkpoint"]) == {"final", "validation-selected"}
@@ -100,9 +102,9 @@ def _evaluate_with_oracle(workdir: Path, config: dict, run) -> list[dict]:
     output = workdir / "oracle" / "metrics.json"
     result = run_cli(
         "evaluate", "--settings", json.dumps(settings), "--run-dir", str(workdir / run.run_dir),
-        "--manifest", str(workdir / f"results/splits/tasks/{run.task}.json"),
-        "--dataset", str(workdir / f"results/data/{config['tasks'][run.task]['target']['dataset']}.npz"),
-        "--encoder", str(workdir / "results/encoder/encoder.safetensors"), "--output", str(output),
+        "--manifest", str(workdir / layout.TASK_SPLIT.fill(task=run.task)),
+        "--dataset", str(workdir / Plan(config).task_dataset(run.task)),
+        "--encoder", str(workdir / layout.ENCODER), "--output", str(output),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(output.read_text())["records"]
@@ -113,7 +115,7 @@ def test_default_config_dry_run_lists_the_full_dag(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     config = load_config(REPO / "config" / "config.yaml")
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
-    assert int(counts["adapt"]) == int(counts["evaluate"]) == len(run_plan(config))
+    assert int(counts["adapt"]) == int(counts["evaluate"]) == len(Plan(config).runs)
     assert int(counts["pretrain"]) == len(config["sources"]) * len(config["pretrain"]["seeds"])
     assert int(counts["train_encoder"]) == 1 and int(counts["table"]) == 1
     kinds = {task["kind"] for task in config["tasks"].values()}
@@ -130,7 +132,7 @@ def test_full_preset_covers_every_method_and_shot_count(tmp_path):
     result = snakemake(tmp_path, REPO / "config" / "full.yaml", "-n")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
-    assert int(counts["adapt"]) == len(run_plan(config)) == 5 * 4 * len(config["methods"]) * 5
+    assert int(counts["adapt"]) == len(Plan(config).runs) == 5 * 4 * len(config["methods"]) * 5
 
 
 def test_string_number_in_config_names_the_key(tmp_path):
@@ -147,15 +149,11 @@ def test_string_number_in_config_names_the_key(tmp_path):
 def test_unknown_method_in_config_lists_the_available_ones():
     config = yaml.safe_load((REPO / "tests" / "smoke_config.yaml").read_text())
     config["methods"] = ["finetune", "nope"]
-    from benchmark.config import method_names
-
     with pytest.raises(BenchmarkError, match=r"Unknown method 'nope'\. Available: .*finetune.*scratch"):
         method_names(validate_config(config))
 
 
 def test_variant_of_a_meta_learner_cannot_change_its_meta_training():
-    from benchmark.config import method_hparams
-
     config = validate_config(yaml.safe_load((REPO / "tests" / "smoke_config.yaml").read_text()))
     assert method_hparams(config, "maml_gan+diffaug") == config["adapt"]["method_hparams"]["maml_gan"]
     config["adapt"]["method_hparams"]["maml_gan+diffaug"] = {"inner_lr": 0.5}
@@ -163,4 +161,3 @@ def test_variant_of_a_meta_learner_cannot_change_its_meta_training():
         method_hparams(config, "maml_gan+diffaug")
     config["adapt"]["method_hparams"]["freeze_d+diffaug"] = {"frozen_blocks": 2}
     assert method_hparams(config, "freeze_d+diffaug") == {"frozen_blocks": 2}
-

@@ -5,8 +5,9 @@ Both work in the encoder-LPIPS embedding (see `perceptual`), against the K train
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ class NearestShots:
     second: torch.Tensor
 
     @classmethod
-    def of(cls, embeddings: Iterable[torch.Tensor], shots: torch.Tensor) -> "NearestShots":
+    def of(cls, embeddings: Iterable[torch.Tensor], shots: torch.Tensor) -> NearestShots:
         indices, first, second = [], [], []
         for chunk in embeddings:
             distances = squared_distances(chunk, shots)
@@ -59,7 +60,9 @@ def intra_cluster_diversity(fake: torch.Tensor, nearest: NearestShots, num_shots
     }
 
 
-def memorisation(fake: NearestShots, heldout: NearestShots, num_shots: int, calibration_quantile: float, ratio_threshold: float) -> list[dict[str, Any]]:
+def memorisation(
+    fake: NearestShots, heldout: NearestShots, num_shots: int, calibration_quantile: float, ratio_threshold: float
+) -> list[dict[str, Any]]:
     """Two per-run memorisation scores, each with the same score of held-out real images beside it.
 
     - share of generated samples closer to their nearest shot than the `calibration_quantile` of held-out real

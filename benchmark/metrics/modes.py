@@ -84,11 +84,21 @@ def class_modes(
     heldout_index = np.searchsorted(classifier.classes, heldout_labels)
     known = (heldout_index < len(classifier.classes)) & (classifier.classes[np.minimum(heldout_index, len(classifier.classes) - 1)] == heldout_labels)
     accuracy = float((classifier.predict(heldout[known]) == heldout_index[known]).mean()) if known.any() else float("nan")
-    details = {"num_classes": len(classifier.classes), "classifier": f"{classifier.k}-NN on reference features", "classifier_heldout_accuracy": accuracy}
+    details = {
+        "num_classes": len(classifier.classes),
+        "classifier": f"{classifier.k}-NN on reference features",
+        "classifier_heldout_accuracy": accuracy,
+    }
     covered = fake_share >= min_share_ratio * reference_share
     mask = fake_share > 0
     kl = float(np.sum(fake_share[mask] * np.log(fake_share[mask] / reference_share[mask])))
     return [
-        {"metric": "classes_covered", "value": float(covered.mean()), "num_covered": int(covered.sum()), "min_share_ratio": min_share_ratio, **details},
+        {
+            "metric": "classes_covered",
+            "value": float(covered.mean()),
+            "num_covered": int(covered.sum()),
+            "min_share_ratio": min_share_ratio,
+            **details,
+        },
         {"metric": "class_kl", "value": kl, "unit": "nats", **details},
     ]

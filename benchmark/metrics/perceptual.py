@@ -12,7 +12,7 @@ so the distance between two images is the squared Euclidean distance of their em
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Any, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch_fidelity.metric_fid import fid_features_to_statistics
 
+from benchmark.config import complete
 from benchmark.errors import BenchmarkError
 from benchmark.metrics.diversity import NearestShots, intra_cluster_diversity, memorisation
 from benchmark.metrics.features import FeatureExtractor, FeatureSpace
@@ -35,25 +37,29 @@ SUITE_METRICS = (
 
 @dataclass(frozen=True)
 class MetricSettings:
-    """The `evaluation` config keys the metrics read (documented in the config schema)."""
+    """The `evaluation` keys the metrics read. Defaults live in the config schema: build it with `from_config`."""
 
-    kid_subset_size: int = 1000
-    kid_subsets: int = 100
-    seed: int = 12345
-    nearest_k: int = 5
-    ndb_bins: int = 50
-    ndb_alpha: float = 0.05
-    diversity_samples: int = 1000
-    diversity_cluster_size: int = 50
-    memorisation_quantile: float = 0.05
-    nn_ratio_threshold: float = 1.0 / 3.0
-    class_neighbours: int = 5
-    class_min_share_ratio: float = 0.2
-    fid_infinity: bool = False
+    config_section: ClassVar[str] = "evaluation"
+
+    kid_subset_size: int
+    kid_subsets: int
+    seed: int
+    nearest_k: int
+    ndb_bins: int
+    ndb_alpha: float
+    diversity_samples: int
+    diversity_cluster_size: int
+    memorisation_quantile: float
+    nn_ratio_threshold: float
+    class_neighbours: int
+    class_min_share_ratio: float
+    fid_infinity: bool
 
     @classmethod
-    def from_config(cls, evaluation: dict[str, Any]) -> "MetricSettings":
-        return cls(**{field.name: evaluation[field.name] for field in fields(cls) if field.name in evaluation})
+    def from_config(cls, evaluation: dict[str, Any]) -> MetricSettings:
+        """From the `evaluation` section (missing keys take the schema's defaults; keys for other uses are ignored)."""
+        values = complete("evaluation", evaluation)
+        return cls(**{field.name: values[field.name] for field in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,13 @@ class MetricSuite:
             log.warning("NDB/JSD skipped: %d reference images give fewer than 2 bins of %d", self.n_real, MIN_REFERENCE_PER_BIN)
         if self.classifier is None:
             log.info("class-mode coverage skipped: the reference set has fewer than 2 class labels")
-        log.info("metric suite ready in %.1f s: %d reference, %d held-out, %d shots", time.perf_counter() - started, self.n_real, self.n_heldout, self.n_shots)
+        log.info(
+            "metric suite ready in %.1f s: %d reference, %d held-out, %d shots",
+            time.perf_counter() - started,
+            self.n_real,
+            self.n_heldout,
+            self.n_shots,
+        )
 
     def score(self, fake_images: np.ndarray) -> list[dict[str, Any]]:
         """Every metric for one generated set; each record carries its sample sizes and feature space."""

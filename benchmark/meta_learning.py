@@ -1,10 +1,11 @@
-"""Meta-learning of GAN initialisations: the shared machinery and the meta-training stage.
+"""Meta-learning of GAN initialisations: the machinery meta-learner plugins import.
 
 A meta-learner (e.g. `methods/maml_gan.py`, `methods/reptile.py`) subclasses `MetaMethod` and says only how one
 outer update is computed from a batch of tasks (`meta_step`). What they share lives here: the inner loop
 (alternating D and G steps on a task's support images), the outer optimisers, the final refresh of the
-meta-model's buffers (inner loops must leave them alone: `benchmark.models.preserved_buffers`), and the stage
-that walks through the task manifest and writes a checkpoint every adaptation method can start from.
+meta-model's buffers (inner loops must leave them alone: `benchmark.models.preserved_buffers`), and the
+meta-training loop (`meta_train`) that walks through the tasks and writes a checkpoint every adaptation method
+can start from. The `meta_train` stage (`benchmark/stages/meta_train.py`) feeds it the source's task manifest.
 
 Adaptation of a meta-learned initialisation runs the same inner procedure (plain SGD at the inner learning
 rate) on the K shots for the adaptation budget.
@@ -12,26 +13,22 @@ rate) on the K shots for the adaptation budget.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from benchmark.checkpoint import load_checkpoint, save_checkpoint
-from benchmark.data import PreparedDataset
+from benchmark.checkpoint import save_checkpoint
 from benchmark.errors import BenchmarkError
-from benchmark.hashing import sha256_json
-from benchmark.io import atomic_write_json, atomic_write_text
-from benchmark.methods import AdaptationContext, Hyperparameter, Method, get_method
+from benchmark.layout import StageFolder
+from benchmark.methods import AdaptationContext, Hyperparameter, Method
 from benchmark.models import Discriminator, GANModels, Generator
-from benchmark.provenance import environment
-from benchmark.runs import architecture_for
-from benchmark.splits import check_dataset_matches, read_manifest
-from benchmark.training import TrainSettings, as_training_tensor, discriminator_loss, generator_loss, settings_differences
+from benchmark.resume import JsonLog, TrainingState
+from benchmark.training import LOSSES, TrainSettings, discriminator_loss, generator_loss
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +76,7 @@ class MetaMethod(Method):
         "meta_iterations": Hyperparameter(default=300, minimum=1, search=(100, 20000), log_scale=True),
         "meta_batch_size": Hyperparameter(default=4, minimum=1, search=(1, 16), help="tasks per outer update"),
         "outer_lr": Hyperparameter(default=1e-4, search=(1e-5, 1e-3), log_scale=True),
-        "loss": Hyperparameter(default="nonsaturating", search=("nonsaturating", "hinge")),
+        "loss": Hyperparameter(default="nonsaturating", search=LOSSES),
     }
 
     def initialise(self, context: AdaptationContext) -> GANModels:
@@ -127,98 +124,68 @@ def refresh_buffers(generator: Generator, discriminator: Discriminator, images: 
         module.momentum = momentum
 
 
-def meta_train_source(
-    meta_manifest_path: Path,
-    dataset_path: Path,
-    method_name: str,
-    method_hparams: dict[str, Any],
-    architecture: dict[str, Any],
+def meta_train_gan(
+    models: GANModels,
+    method: MetaMethod,
+    images: torch.Tensor,
+    tasks: list[tuple[list[int], list[int]]],
     seed: int,
-    device: torch.device,
-    output_dir: Path,
+    run_dir: Path,
+    identity: dict[str, Any],
     log_every: int = 25,
     checkpoint_every: int = 25,
-) -> None:
-    manifest = read_manifest(meta_manifest_path, "meta")
-    dataset = PreparedDataset.load(dataset_path)
-    check_dataset_matches(manifest["source"]["dataset"], dataset, meta_manifest_path)
-    method_class = get_method(method_name)
-    if not issubclass(method_class, MetaMethod):
-        raise BenchmarkError(f"Method '{method_name}' is not a meta-learner (it does not subclass MetaMethod): it has no meta-training stage.")
-    method = method_class(**method_hparams)
-    arch = architecture_for(dataset, architecture)
-    models = GANModels.fresh(arch, seed, device)
-    used = sorted({i for task in manifest["tasks"] for i in task["support"] + task["query"]})
-    position = {index: row for row, index in enumerate(used)}
-    images = as_training_tensor(dataset.images[used], device)
+) -> GANModels:
+    """Meta-train `models` for the method's `meta_iterations`, walking through `tasks` in order.
 
-    def task_images(task: dict[str, Any]) -> Task:
-        return images[[position[i] for i in task["support"]]], images[[position[i] for i in task["query"]]]
-
-    rng = torch.Generator().manual_seed(seed)
+    `images` holds every image the tasks use (float in [-1, 1], on the training device); a task is the rows of
+    its support and its query images. Writes `checkpoint.pt` (the meta-parameters, loadable by every adaptation
+    method) and the meta log to `run_dir`; a killed job resumes from its last `resume.pt`.
+    """
+    folder = StageFolder(run_dir)
     hp = method.hparams
-    identity = {
-        "stage": "meta_train",
-        "method": method_name,
-        "method_hparams": method.hparams,
-        "meta_manifest_sha256": sha256_json(manifest),
-        "dataset_sha256": dataset.content_sha256,
-        "architecture": arch.to_dict(),
-        "seed": seed,
-    }
-    identity_json = json.dumps(identity, sort_keys=True)
+    rng = torch.Generator().manual_seed(seed)
     outer_g, outer_d = method.outer_optimisers(models)
-    resume_path = output_dir / "resume.pt"
-    records: list[str] = []
-    start = 0
-    if resume_path.exists():  # a killed job: continue where its last mid-run checkpoint left off
-        state = load_checkpoint(resume_path, device)
-        changed = settings_differences(json.loads(state["identity_json"]), identity)
-        if changed:
-            raise BenchmarkError(
-                f"{resume_path} belongs to a meta-training with other settings ({'; '.join(changed)}). Delete it to "
-                "start over, or restore the settings to resume."
-            )
-        models.generator.load_state_dict(state["generator"])
-        models.discriminator.load_state_dict(state["discriminator"])
-        outer_g.load_state_dict(state["outer_g"])
-        outer_d.load_state_dict(state["outer_d"])
-        rng.set_state(state["rng_state"])
-        torch.set_rng_state(state["torch_rng_state"])
-        records, start = list(state["records"]), int(state["step"])
-        log.info("resuming meta-training in %s at iteration %d of %d", output_dir, start, hp["meta_iterations"])
+    state = TrainingState(
+        identity,
+        models.arch.to_dict(),
+        {"generator": models.generator, "discriminator": models.discriminator, "outer_g": outer_g, "outer_d": outer_d},
+        {"rng_state": rng},
+    )
+    log_file = JsonLog(folder.meta_log, step_key="iteration")
+    start = state.resume((folder.resume,), images.device, "meta-training")
+    if start:
+        log_file.keep_until(start)
+        log.info("resuming meta-training in %s at iteration %d of %d", run_dir, start, hp["meta_iterations"])
+
+    def task_images(index: int) -> Task:
+        support, query = tasks[index % len(tasks)]
+        return images[support], images[query]
+
     started = time.perf_counter()
     for iteration in range(start + 1, hp["meta_iterations"] + 1):
         first = (iteration - 1) * hp["meta_batch_size"]
-        batch = [task_images(manifest["tasks"][(first + b) % len(manifest["tasks"])]) for b in range(hp["meta_batch_size"])]
-        losses = method.meta_step(models, batch, rng)
+        losses = method.meta_step(models, [task_images(first + b) for b in range(hp["meta_batch_size"])], rng)
         if iteration % log_every == 0 or iteration in (1, hp["meta_iterations"]):
             rate = (iteration - start) / (time.perf_counter() - started)
-            records.append(json.dumps({"iteration": iteration, **losses}, sort_keys=True))
+            log_file.append({"iteration": iteration, **losses})
             log.info("meta-iteration %d/%d  %s  (%.2f it/s)", iteration, hp["meta_iterations"], losses, rate)
         if iteration % checkpoint_every == 0 and iteration != hp["meta_iterations"]:
-            save_checkpoint(
-                resume_path,
-                {
-                    "step": iteration, "architecture": arch.to_dict(), "identity_json": identity_json, "records": records,
-                    "generator": models.generator.state_dict(), "discriminator": models.discriminator.state_dict(),
-                    "outer_g": outer_g.state_dict(), "outer_d": outer_d.state_dict(),
-                    "rng_state": rng.get_state(), "torch_rng_state": torch.get_rng_state(),
-                },
-            )  # fmt: skip
+            log_file.write()
+            state.save(folder.resume, iteration)
     refresh_buffers(models.generator, models.discriminator, images, rng)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output_dir / "meta_log.jsonl", "".join(line + "\n" for line in records))
+    log_file.write()
+    # What adaptation reads: the meta-parameters only (no optimiser or random state: it is never resumed).
     save_checkpoint(
-        output_dir / "checkpoint.pt",
+        folder.checkpoint,
         {
             "step": hp["meta_iterations"],
-            "architecture": arch.to_dict(),
-            "identity_json": identity_json,
+            "architecture": models.arch.to_dict(),
+            "identity_json": state.identity_json,
             "generator": models.generator.state_dict(),
             "discriminator": models.discriminator.state_dict(),
             "generator_ema": None,
         },
     )
-    resume_path.unlink(missing_ok=True)
-    atomic_write_json(output_dir / "config.json", {**identity, "environment": environment(), "seconds": time.perf_counter() - started})
+    folder.resume.unlink(missing_ok=True)
+    log.info("meta-trained %d iterations in %.1f s", hp["meta_iterations"] - start, time.perf_counter() - started)
+    return models

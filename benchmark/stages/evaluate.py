@@ -1,11 +1,8 @@
-"""Evaluation stage: the full metric suite for a run's final checkpoint and its validation-selected checkpoint.
+"""Stage `evaluate`: the full metric suite for a run's final checkpoint and its validation-selected one (and the
+oracle's, when asked for), against the task's reference set. Which checkpoints: `benchmark.selection`.
 
-Checkpoint selection follows the protocol the benchmark reports:
-- "final": the generator at the end of the step budget;
-- "validation-selected": the evaluation step with the lowest validation KID (or FID, `evaluation.select_on`),
-  scored during training on the task's validation split, which is disjoint from the reference set;
-- "oracle (reference-selected)": only when `evaluation.oracle_selection` is true: the evaluation step that
-  scores best on the reference set itself. It is optimistic (the test set chooses), so tables label it.
+Every record carries the run's fields (`benchmark.settings.RUN_FIELDS`), its status, the sample sizes and
+feature space of its value, the evaluation settings, the environment and the run's whole config.
 """
 
 from __future__ import annotations
@@ -15,64 +12,39 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from benchmark.checkpoint import generator_from_snapshot, load_checkpoint, models_from_checkpoint, snapshot_path
-from benchmark.data import PreparedDataset
+from benchmark.checkpoint import generator_from_snapshot, load_checkpoint, models_from_checkpoint
 from benchmark.errors import BenchmarkError
 from benchmark.io import atomic_write_json
+from benchmark.layout import StageFolder
 from benchmark.metrics import SUITE_METRICS, EvaluationSets, MetricSettings, MetricSuite, feature_space
 from benchmark.models import Architecture, Generator
-from benchmark.provenance import environment
-from benchmark.splits import check_dataset_matches, read_manifest
+from benchmark.provenance import environment, resolve_device
+from benchmark.selection import FINAL, ORACLE, SELECTED, best_step, validation_scores
+from benchmark.settings import RUN_FIELDS, EvaluateSettings
+from benchmark.splits import load_split
 from benchmark.training import generate
 
 log = logging.getLogger(__name__)
 
-RUN_FIELDS = ("task", "task_kind", "method", "shots", "seed", "split_draw", "pretrain_seed")
-FINAL, SELECTED, ORACLE = "final", "validation-selected", "oracle (reference-selected)"
 
-
-def validation_scores(run_dir: Path) -> dict[int, dict[str, float]]:
-    """{step: {"kid_validation": ..., "fid_validation": ...}} from the run's training log."""
-    log_path = run_dir / "train_log.jsonl"
-    if not log_path.is_file():
-        return {}
-    entries = (json.loads(line) for line in log_path.read_text().splitlines() if line.strip())
-    return {int(entry["step"]): entry["eval"] for entry in entries if "eval" in entry}
-
-
-def best_step(scores: dict[int, float]) -> int:
-    """The step with the lowest score; ties go to the earliest step."""
-    return min(sorted(scores), key=lambda step: scores[step])
-
-
-def evaluate_run(
-    run_dir: Path,
-    task_manifest_path: Path,
-    target_dataset_path: Path,
-    encoder_path: Path,
-    evaluation: dict[str, Any],
-    device: torch.device,
-    output: Path,
-) -> list[dict[str, Any]]:
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise BenchmarkError(f"{config_path} is missing: the adaptation of {run_dir} did not finish. Rerun it.")
-    run_config = json.loads(config_path.read_text())
-    manifest = read_manifest(task_manifest_path, "task")
+def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset: Path, encoder: Path, output: Path) -> list[dict[str, Any]]:
+    """Score the run in `run_dir` (its task's `manifest` and target `dataset`); writes the records to `output`."""
+    folder = StageFolder(run_dir)
+    if not folder.config.is_file():
+        raise BenchmarkError(f"{folder.config} is missing: the adaptation of {run_dir} did not finish. Rerun it.")
+    run_config = json.loads(folder.config.read_text())
+    evaluation = settings.evaluation
+    task, target = load_split(manifest, "task", dataset)
     if run_config.get("status") == "diverged":
-        return _record_divergence(run_config, manifest, evaluation, output)
-    target = PreparedDataset.load(target_dataset_path)
-    check_dataset_matches(manifest["target"]["dataset"], target, task_manifest_path)
-    checkpoint_path = run_dir / "checkpoint.pt"
-    state = load_checkpoint(checkpoint_path, device)
+        return _record_divergence(run_config, task, evaluation, output)
+    device = resolve_device(settings.device)
+    state = load_checkpoint(folder.checkpoint, device)
     arch = Architecture.from_dict(run_config["architecture"])
-    final_generator = models_from_checkpoint(state, checkpoint_path, arch, device).generator
+    final_generator = models_from_checkpoint(state, folder.checkpoint, arch, device).generator
     final_step = int(state["step"])
 
-    reference_indices = manifest["target"]["reference"]["indices"]
-    validation_indices = manifest["target"]["validation"]["indices"]
+    reference_indices = task["target"]["reference"]["indices"]
+    validation_indices = task["target"]["validation"]["indices"]
     sets = EvaluationSets(
         reference=target.images[reference_indices],
         reference_labels=target.labels[reference_indices],
@@ -80,9 +52,9 @@ def evaluate_run(
         heldout_labels=target.labels[validation_indices],
         shots=target.images[run_config["shot_indices"]],
     )
-    space = feature_space(encoder_path, evaluation["inception_weights"])
+    space = feature_space(encoder, evaluation["inception_weights"])
     log.info("evaluating %s: %d generated vs %d reference images (%s)", run_dir, evaluation["num_generated"], len(sets.reference), space.name)
-    suite = MetricSuite(sets, space, str(encoder_path), MetricSettings.from_config(evaluation), device)
+    suite = MetricSuite(sets, space, str(encoder), MetricSettings.from_config(evaluation), device)
 
     scored: dict[int, list[dict[str, Any]]] = {}
 
@@ -90,7 +62,7 @@ def evaluate_run(
         if step not in scored:
             generator: Generator = final_generator
             if step != final_step:
-                generator = generator_from_snapshot(snapshot_path(run_dir, step), state["identity_json"], arch, device)
+                generator = generator_from_snapshot(folder.snapshot(step), state["identity_json"], arch, device)
             scored[step] = suite.score(generate(generator, evaluation["num_generated"], evaluation["seed"], device))
         return scored[step]
 
@@ -108,7 +80,7 @@ def evaluate_run(
         step = best_step(on_reference)
         selections.append((ORACLE, step, {"selected_on": f"{select_on} on the reference (test) set", "selection_score": on_reference[step]}))
 
-    shared = _shared_fields(run_config, manifest, evaluation)
+    shared = _shared_fields(run_config, task, evaluation)
     records = [
         {**shared, "checkpoint": label, "checkpoint_step": step, **selection, **record}
         for label, step, selection in selections
@@ -118,25 +90,25 @@ def evaluate_run(
     return records
 
 
-def _shared_fields(run_config: dict[str, Any], manifest: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+def _shared_fields(run_config: dict[str, Any], task: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
     return {
         **{field: run_config[field] for field in RUN_FIELDS},
         "status": run_config.get("status", "completed"),
         "reference_set": "reference",
-        "reference_sha256": manifest["target"]["reference"]["sha256"],
+        "reference_sha256": task["target"]["reference"]["sha256"],
         "evaluation": evaluation,
         "environment": environment(),
         "run_config": run_config,
     }
 
 
-def _record_divergence(run_config: dict[str, Any], manifest: dict[str, Any], evaluation: dict[str, Any], output: Path) -> list[dict[str, Any]]:
+def _record_divergence(run_config: dict[str, Any], task: dict[str, Any], evaluation: dict[str, Any], output: Path) -> list[dict[str, Any]]:
     """A diverged run has no generator to score: one record per metric and checkpoint says so, with no value."""
     log.warning("run diverged at step %d (%s): recorded without scores", run_config["diverged_at_step"], run_config["divergence_reason"])
     labels = [FINAL, SELECTED] + ([ORACLE] if evaluation["oracle_selection"] else [])
     metrics = [name for name in SUITE_METRICS if name != "fid_inf" or evaluation["fid_infinity"]]
     divergence = {"diverged_at_step": run_config["diverged_at_step"], "divergence_reason": run_config["divergence_reason"]}
-    shared = _shared_fields(run_config, manifest, evaluation)
+    shared = _shared_fields(run_config, task, evaluation)
     records = [
         {**shared, "checkpoint": label, "checkpoint_step": None, "metric": metric, "value": None, **divergence}
         for label in labels

@@ -1,0 +1,140 @@
+"""The run plan: which jobs the benchmark runs, where each reads its inputs, and what each is told.
+
+Everything is derived from the validated config. The Snakefile asks a `Plan` for the adaptation runs, for each
+job's input paths (from `benchmark.layout`) and for its settings (`benchmark.settings`); the rules add nothing
+of their own. Nothing here knows Snakemake.
+
+The i-th seed of `seeds` adapts on split draw i (mod `split_draws`) and starts from pretraining seed i (mod the
+number of pretraining seeds), so seeds vary the shots and the source model as well as the training noise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmark import layout
+from benchmark.config import dataset_options
+from benchmark.errors import BenchmarkError
+from benchmark.methods import get_method, methods, split_variant
+from benchmark.settings import (
+    AdaptationRun,
+    AdaptSettings,
+    EncoderSettings,
+    EvaluateSettings,
+    MetaTrainSettings,
+    PrepareDataSettings,
+    PretrainSettings,
+    SplitMetaSettings,
+    SplitSourceSettings,
+    SplitTaskSettings,
+)
+
+
+def method_names(config: dict[str, Any]) -> list[str]:
+    """The methods (and variants) the config runs; unknown names and bad hyperparameters fail here, before any job."""
+    names = sorted(methods()) if config["methods"] == "all" else list(config["methods"])
+    for name in names:
+        get_method(name)(**method_hparams(config, name))
+    return names
+
+
+def method_hparams(config: dict[str, Any], method: str) -> dict[str, Any]:
+    """Hyperparameters of a method or variant: "freeze_d+diffaug" takes freeze_d's, then its own entries.
+
+    A variant of a meta-learner adapts from its base method's meta-training, so it may not set hyperparameters
+    of its own (they would apply to adaptation only, unlike what its record would claim).
+    """
+    table = config["adapt"]["method_hparams"]
+    base, _ = split_variant(method)
+    if method != base and table.get(method) and "meta_checkpoint" in get_method(base).requires:
+        raise BenchmarkError(
+            f"Config key 'adapt.method_hparams.{method}': a variant of the meta-learner '{base}' shares its "
+            f"meta-training, so set these hyperparameters under adapt.method_hparams.{base} instead."
+        )
+    return {**table.get(base, {}), **table.get(method, {})}
+
+
+class Plan:
+    """The jobs of one validated config, their inputs and their settings."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.methods = method_names(config)
+        self.runs = [
+            self.run(task, shots, method, seed)
+            for task in config["tasks"]
+            for shots in config["shots"]
+            for method in self.methods
+            for seed in config["seeds"]
+        ]
+
+    # ---- which jobs ------------------------------------------------------------------------------------------
+
+    def run(self, task: str, shots: int, method: str, seed: int) -> AdaptationRun:
+        seeds = self.config["seeds"]
+        if seed not in seeds:
+            raise BenchmarkError(f"Seed {seed} is not in the config's `seeds` {seeds}.")
+        index = seeds.index(seed)
+        pretrain_seeds = self.config["pretrain"]["seeds"]
+        return AdaptationRun(task, shots, method, seed, index % self.config["split_draws"], pretrain_seeds[index % len(pretrain_seeds)])
+
+    def datasets_used(self) -> list[str]:
+        config = self.config
+        return sorted({source["dataset"] for source in config["sources"].values()} | {task["target"]["dataset"] for task in config["tasks"].values()})
+
+    # ---- where each job reads its inputs ---------------------------------------------------------------------
+
+    def source_dataset(self, source: str) -> str:
+        return layout.DATASET.fill(dataset=self.config["sources"][source]["dataset"])
+
+    def task_dataset(self, task: str) -> str:
+        return layout.DATASET.fill(dataset=self.config["tasks"][task]["target"]["dataset"])
+
+    def task_source_split(self, task: str) -> str:
+        return layout.SOURCE_SPLIT.fill(source=self.config["tasks"][task]["source"])
+
+    def artefacts(self, run: AdaptationRun) -> dict[str, str]:
+        """The files that provide the artefacts a run's method requires (`Method.requires`)."""
+        fields = {"source": self.config["tasks"][run.task]["source"], "seed": run.pretrain_seed, "method": split_variant(run.method)[0]}
+        return {name: layout.ARTEFACTS[name].fill(**fields) for name in get_method(run.method).requires}
+
+    def feature_inputs(self) -> dict[str, str]:
+        """The encoder, and the Inception weights file when one is configured (a changed file reruns scoring)."""
+        weights = self.config["evaluation"]["inception_weights"]
+        return {"encoder": layout.ENCODER, **({"inception_weights": weights} if weights else {})}
+
+    # ---- what each job is told -------------------------------------------------------------------------------
+
+    def prepare_data(self, dataset: str) -> PrepareDataSettings:
+        config = self.config
+        return PrepareDataSettings(config["datasets"][dataset]["source"], dataset_options(config, dataset), config["image_size"], config["channels"])
+
+    def split_source(self, source: str) -> SplitSourceSettings:
+        return SplitSourceSettings(self.config["sources"][source], self.config["split_seed"])
+
+    def split_task(self, task: str) -> SplitTaskSettings:
+        config = self.config
+        return SplitTaskSettings(config["tasks"][task], config["shots"], config["split_draws"], config["split_seed"])
+
+    def split_meta(self) -> SplitMetaSettings:
+        return SplitMetaSettings(self.config["meta"], self.config["split_seed"])
+
+    def train_encoder(self) -> EncoderSettings:
+        return EncoderSettings.from_dict(self.config["encoder"])
+
+    def pretrain(self, seed: int) -> PretrainSettings:
+        config = self.config
+        return PretrainSettings(config["architecture"], config["pretrain"]["train"], seed, config["device"])
+
+    def meta_train(self, method: str, seed: int) -> MetaTrainSettings:
+        config = self.config
+        return MetaTrainSettings(method, method_hparams(config, method), config["architecture"], seed, config["device"])
+
+    def adapt(self, run: AdaptationRun) -> AdaptSettings:
+        config = self.config
+        return AdaptSettings(
+            run, method_hparams(config, run.method), config["architecture"], config["adapt"]["train"], config["evaluation"], config["device"]
+        )
+
+    def evaluate(self) -> EvaluateSettings:
+        return EvaluateSettings(self.config["evaluation"], self.config["device"])

@@ -1,0 +1,108 @@
+"""Checkpoint and resume for every training loop (GAN training and meta-training), written once.
+
+A job's checkpoint holds its identity (everything that defines the run: settings, data hashes, seed), the state
+of each model and optimiser, and the states of its random generators. A job resumes only from a checkpoint of
+the same identity; one of another run is refused with each changed key named. The job's JSON-lines log is cut
+back to the checkpointed step, so that a resumed job's log holds each step once, as an uninterrupted job's does:
+together with the restored random states, a job killed at any point ends bit-identical on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from benchmark.checkpoint import load_checkpoint, save_checkpoint
+from benchmark.errors import BenchmarkError
+from benchmark.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+def settings_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's run identity and the current one, key by key."""
+    current = json.loads(json.dumps(current))  # tuples -> lists, as the stored identity went through JSON
+    keys = sorted(set(stored) | set(current))
+    return [f"{key}: checkpoint {stored.get(key)!r} vs now {current.get(key)!r}" for key in keys if stored.get(key) != current.get(key)]
+
+
+class TrainingState:
+    """What a checkpoint of a training job captures, in the order it is stored.
+
+    `parts` are models and optimisers (None: a part this run does not have, stored as None); `generators` are
+    the job's own random generators. The global torch RNG state is always stored, last.
+    """
+
+    def __init__(
+        self,
+        identity: dict[str, Any],
+        architecture: dict[str, Any],
+        parts: dict[str, Stateful | None],
+        generators: dict[str, torch.Generator],
+    ) -> None:
+        self.identity = identity
+        self.identity_json = json.dumps(identity, sort_keys=True)
+        self.architecture = architecture
+        self.parts = parts
+        self.generators = generators
+
+    def save(self, path: Path, step: int) -> None:
+        payload: dict[str, Any] = {"step": step, "architecture": self.architecture, "identity_json": self.identity_json}
+        payload.update({name: part.state_dict() if part is not None else None for name, part in self.parts.items()})
+        payload.update({name: generator.get_state() for name, generator in self.generators.items()})
+        payload["torch_rng_state"] = torch.get_rng_state()
+        save_checkpoint(path, payload)
+
+    def resume(self, candidates: Iterable[Path], device: torch.device, what: str) -> int:
+        """Restore from the first existing checkpoint among `candidates`; returns its step (0: none exists).
+
+        A checkpoint written by a run with another identity is refused, naming each changed key."""
+        path = next((candidate for candidate in candidates if candidate.exists()), None)
+        if path is None:
+            return 0
+        state = load_checkpoint(path, device)
+        changed = settings_differences(json.loads(state["identity_json"]), self.identity)
+        if changed:
+            raise BenchmarkError(
+                f"{path} belongs to a {what} with other settings ({'; '.join(changed)}). Delete the run folder "
+                f"{path.parent} to start over, or restore the settings to resume."
+            )
+        for name, part in self.parts.items():
+            if part is not None:
+                part.load_state_dict(state[name])
+        for name, generator in self.generators.items():
+            generator.set_state(state[name])
+        torch.set_rng_state(state["torch_rng_state"])
+        return int(state["step"])
+
+
+class JsonLog:
+    """A job's JSON-lines log: one sorted-key JSON object per line, rewritten whole and atomically."""
+
+    def __init__(self, path: Path, step_key: str = "step") -> None:
+        self.path = path
+        self.step_key = step_key
+        self.lines: list[str] = []
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.lines.append(json.dumps(record, sort_keys=True))
+
+    def write(self) -> None:
+        atomic_write_text(self.path, "".join(line + "\n" for line in self.lines))
+
+    def keep_until(self, step: int) -> None:
+        """Reload the log as it stood at a checkpoint: lines written after `step` are written again on resume."""
+        if self.path.exists():
+            lines = self.path.read_text().splitlines()
+            self.lines = [line for line in lines if json.loads(line)[self.step_key] <= step]

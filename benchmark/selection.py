@@ -1,0 +1,32 @@
+"""Checkpoint selection: which of a run's evaluated generators the benchmark reports.
+
+- "final": the generator at the end of the step budget;
+- "validation-selected": the evaluation step with the lowest validation KID (or FID, `evaluation.select_on`),
+  scored during training on the task's validation split, which is disjoint from the reference set;
+- "oracle (reference-selected)": only when `evaluation.oracle_selection` is true: the evaluation step that
+  scores best on the reference set itself. It is optimistic (the test set chooses), so tables label it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmark.layout import StageFolder
+
+FINAL, SELECTED, ORACLE = "final", "validation-selected", "oracle (reference-selected)"
+CHECKPOINTS = (FINAL, SELECTED, ORACLE)  # in the order tables show them
+
+
+def validation_scores(run_dir: str | Path) -> dict[int, dict[str, float]]:
+    """{step: {"kid_validation": ..., "fid_validation": ...}} from the run's training log."""
+    log_path = StageFolder(run_dir).train_log
+    if not log_path.is_file():
+        return {}
+    entries = (json.loads(line) for line in log_path.read_text().splitlines() if line.strip())
+    return {int(entry["step"]): entry["eval"] for entry in entries if "eval" in entry}
+
+
+def best_step(scores: dict[int, float]) -> int:
+    """The step with the lowest score; ties go to the earliest step."""
+    return min(sorted(scores), key=lambda step: scores[step])

@@ -1,0 +1,170 @@
+"""What each stage is told: one settings object per stage, and the coordinates of an adaptation run.
+
+The run plan (`benchmark.plan`) builds each job's settings from the validated config. The workflow passes them
+to the job as one JSON argument, which is also the rule's rerun trigger (a changed setting reruns exactly the
+jobs that use it), and the CLI reads them back with `from_json` and hands them to the stage. Config sections
+(`train`, `evaluation`, `architecture`, ...) travel whole; `from_json` completes a partial section from the
+schema's defaults, so a hand-written `--settings` needs only what differs from them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Self
+
+from benchmark.config import complete
+from benchmark.errors import BenchmarkError
+from benchmark.layout import RUN
+
+
+@dataclass(frozen=True)
+class AdaptationRun:
+    """One cell of the benchmark grid: what tells one adaptation job from another."""
+
+    task: str
+    shots: int
+    method: str  # a registered method or a variant ("freeze_d+diffaug")
+    seed: int
+    split_draw: int  # which draw of K shots from the task's shot pool
+    pretrain_seed: int  # which source pretraining (or meta-training) it starts from
+
+    @property
+    def run_dir(self) -> str:
+        return RUN.fill(**asdict(self))
+
+
+# A run's fields in every result record and CSV row: its coordinates, and the kind of its task.
+RUN_FIELDS = ("task", "task_kind", *(field.name for field in fields(AdaptationRun) if field.name != "task"))
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """Base of the settings objects: JSON round trip, unknown and missing keys refused by name."""
+
+    # Fields that hold a whole config section, completed from the schema's defaults: field -> section name.
+    sections: ClassVar[dict[str, str]] = {}
+    # A settings object that is itself one config section (its fields are the section's keys).
+    config_section: ClassVar[str | None] = None
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise BenchmarkError(f"--settings is not valid JSON ({error}).") from error
+        if not isinstance(value, dict):
+            raise BenchmarkError("--settings must be a JSON object.")
+        return cls.from_dict(value)
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> Self:
+        if cls.config_section is not None:
+            value = complete(cls.config_section, value)
+        names = [field.name for field in fields(cls)]
+        unknown, missing = sorted(set(value) - set(names)), [name for name in names if name not in value]
+        if unknown or missing:
+            raise BenchmarkError(f"{cls.__name__}: unknown key(s) {unknown}, missing key(s) {missing}. The settings take: {', '.join(names)}.")
+        value = {**value, **{name: complete(section, value[name]) for name, section in cls.sections.items()}}
+        return cls(**cls._parse(value))
+
+    @classmethod
+    def _parse(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Turn nested JSON objects into the dataclasses they stand for."""
+        return value
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class PrepareDataSettings(StageSettings):
+    source: str  # a dataset source adapter
+    options: dict[str, Any]  # its options, `{data_root}` already substituted
+    image_size: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class SplitSourceSettings(StageSettings):
+    spec: dict[str, Any]  # the `sources.<name>` entry
+    split_seed: int
+
+
+@dataclass(frozen=True)
+class SplitTaskSettings(StageSettings):
+    spec: dict[str, Any]  # the `tasks.<name>` entry
+    shots: list[int]
+    split_draws: int
+    split_seed: int
+
+
+@dataclass(frozen=True)
+class SplitMetaSettings(StageSettings):
+    meta: dict[str, Any]  # the `meta` section: which meta-training tasks to draw
+    split_seed: int
+
+    sections = {"meta": "meta"}
+
+
+@dataclass(frozen=True)
+class EncoderSettings(StageSettings):
+    """The `encoder` section."""
+
+    config_section = "encoder"
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    max_images_per_dataset: int
+    holdout_fraction: float
+
+
+@dataclass(frozen=True)
+class PretrainSettings(StageSettings):
+    architecture: dict[str, Any]
+    train: dict[str, Any]
+    seed: int  # the pretraining seed
+    device: str
+
+    sections = {"architecture": "architecture", "train": "train"}
+
+
+@dataclass(frozen=True)
+class MetaTrainSettings(StageSettings):
+    method: str
+    method_hparams: dict[str, Any]
+    architecture: dict[str, Any]
+    seed: int  # the pretraining seed
+    device: str
+
+    sections = {"architecture": "architecture"}
+
+
+@dataclass(frozen=True)
+class AdaptSettings(StageSettings):
+    run: AdaptationRun
+    method_hparams: dict[str, Any]  # as set in the config; the method fills in its own defaults
+    architecture: dict[str, Any]
+    train: dict[str, Any]
+    evaluation: dict[str, Any]  # for the validation scores of the evaluation schedule
+    device: str
+
+    sections = {"architecture": "architecture", "train": "train", "evaluation": "evaluation"}
+
+    @classmethod
+    def _parse(cls, value: dict[str, Any]) -> dict[str, Any]:
+        run = value["run"]
+        names = [field.name for field in fields(AdaptationRun)]
+        if not isinstance(run, dict) or sorted(run) != sorted(names):
+            raise BenchmarkError(f"AdaptSettings: 'run' must be an object with exactly the keys {', '.join(names)}.")
+        return {**value, "run": AdaptationRun(**run)}
+
+
+@dataclass(frozen=True)
+class EvaluateSettings(StageSettings):
+    evaluation: dict[str, Any]
+    device: str
+
+    sections = {"evaluation": "evaluation"}

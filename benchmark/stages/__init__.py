@@ -1,0 +1,10 @@
+"""The pipeline's stages, one module each, in the order they run; each is one workflow rule and one `ganbench`
+subcommand, and exposes one function of the same name (`split` has one per kind of manifest):
+
+    prepare_data -> split (split_source, split_task, split_meta) -> train_encoder -> pretrain, meta_train
+    -> adapt -> evaluate -> collect -> table
+
+A stage opens its inputs, calls the library below it (data, splits, encoder, models, training, meta-learning,
+metrics, selection, results) and writes its outputs atomically. It takes one settings object
+(`benchmark.settings`) and keyword arguments for its files. The library never imports a stage.
+"""

@@ -1,0 +1,101 @@
+"""Stage `adapt`: one method adapted to one task's K shots for one seed; one folder per run.
+
+The method says how G and D start and what differs from plain training (`benchmark.methods`); the shared loop
+trains (`benchmark.training`), scoring the generator on the task's validation split every `eval_every` steps
+so that evaluation can report the validation-selected checkpoint. A run whose loss turns non-finite is recorded
+as diverged, not raised: a diverged run is a result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.checkpoint import save_checkpoint
+from benchmark.errors import BenchmarkError
+from benchmark.hashing import sha256_file, sha256_json
+from benchmark.io import atomic_write_json
+from benchmark.layout import StageFolder
+from benchmark.methods import AdaptationContext, get_method
+from benchmark.metrics import DistanceScorer, FeatureSpace, feature_space
+from benchmark.models import Architecture, Generator
+from benchmark.provenance import environment, resolve_device
+from benchmark.settings import AdaptSettings
+from benchmark.splits import load_split, shots_for
+from benchmark.training import TrainingDiverged, TrainSettings, as_training_tensor, generate, train_gan
+
+log = logging.getLogger(__name__)
+
+
+def adapt(settings: AdaptSettings, manifest: Path, dataset: Path, encoder: Path, artefacts: dict[str, Path], output_dir: Path) -> None:
+    """`manifest`: the task's split manifest; `dataset`: its target dataset; `artefacts`: name -> file of each
+    artefact the method requires. Writes checkpoint.pt, train_log.jsonl, snapshots/ and config.json."""
+    run = settings.run
+    task, target = load_split(manifest, "task", dataset)
+    if task["name"] != run.task:
+        raise BenchmarkError(
+            f"{manifest} is the manifest of task '{task['name']}', but the settings are for task '{run.task}'. Pass the manifest of '{run.task}'."
+        )
+    shot_indices = shots_for(task, run.shots, run.split_draw)
+    method = get_method(run.method)(**settings.method_hparams)
+    arch = Architecture.for_dataset(target.metadata, settings.architecture)
+    device = resolve_device(settings.device)
+    evaluation = settings.evaluation
+    space = feature_space(encoder, evaluation["inception_weights"])
+    identity = {
+        "stage": "adapt",
+        **asdict(run),
+        "task_kind": task["task_kind"],
+        "method_paper": method.paper,
+        "method_hparams": method.hparams,
+        "shot_indices": shot_indices,
+        "task_manifest_sha256": sha256_json(task),
+        "target_dataset_sha256": target.content_sha256,
+        "artefacts_sha256": {name: sha256_file(path) for name, path in sorted(artefacts.items())},
+        "architecture": arch.to_dict(),
+        "feature_space": space.as_record(),
+    }
+    models = method.initialise(AdaptationContext(arch=arch, seed=run.seed, device=device, artefacts=artefacts))
+    log.info("adapting '%s' to task '%s', K=%d, seed %d (draw %d) on %s", run.method, run.task, run.shots, run.seed, run.split_draw, device)
+    validation = target.images[task["target"]["validation"]["indices"]]
+    outcome: dict[str, Any] = {"status": "completed"}
+    try:
+        train_gan(
+            models,
+            as_training_tensor(target.images[shot_indices], device),
+            TrainSettings.from_config(settings.train),
+            run.seed,
+            output_dir,
+            method,
+            identity,
+            evaluate=validation_evaluator(validation, space, evaluation, device),
+        )
+    except TrainingDiverged as diverged:
+        # A diverged run is a result, not a crash: it is recorded, and the rest of the benchmark goes on.
+        log.error("run %s diverged at step %d (%s): recorded as diverged", output_dir, diverged.step, diverged.reason)
+        outcome = {"status": "diverged", "diverged_at_step": diverged.step, "divergence_reason": diverged.reason}
+        save_checkpoint(
+            StageFolder(output_dir).checkpoint,
+            {"status": "diverged", "step": diverged.step, "reason": diverged.reason, "architecture": arch.to_dict()},
+        )
+    record = {**identity, "train_settings": settings.train, "evaluation": evaluation, **outcome, "environment": environment()}
+    atomic_write_json(StageFolder(output_dir).config, record)
+
+
+def validation_evaluator(
+    validation_images: np.ndarray, space: FeatureSpace, evaluation: dict[str, Any], device: torch.device
+) -> Callable[[Generator, int], dict[str, Any]]:
+    """KID and FID of the generator against the task's validation split, for the evaluation schedule."""
+    scorer = DistanceScorer(validation_images, space, evaluation["kid_subset_size"], evaluation["kid_subsets"], evaluation["seed"], device)
+
+    def evaluate(generator: Generator, step: int) -> dict[str, Any]:
+        fake = generate(generator, evaluation["validation_num_generated"], evaluation["seed"], device)
+        return {f"{metric}_validation": value for metric, value in scorer(fake).items()}
+
+    return evaluate

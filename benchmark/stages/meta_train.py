@@ -1,0 +1,53 @@
+"""Stage `meta_train`: a meta-learner's initialisation of G and D, learnt on a source's meta-training tasks.
+
+Runs once per (source, meta-learner, pretraining seed) for every method that subclasses `MetaMethod`; the
+method's adaptation runs then start from its checkpoint. The loop itself: `benchmark.meta_learning`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from benchmark.errors import BenchmarkError
+from benchmark.hashing import sha256_json
+from benchmark.io import atomic_write_json
+from benchmark.layout import StageFolder
+from benchmark.meta_learning import MetaMethod, meta_train_gan
+from benchmark.methods import get_method
+from benchmark.models import Architecture, GANModels
+from benchmark.provenance import environment, resolve_device
+from benchmark.settings import MetaTrainSettings
+from benchmark.splits import load_split
+from benchmark.training import as_training_tensor
+
+log = logging.getLogger(__name__)
+
+
+def meta_train(settings: MetaTrainSettings, manifest: Path, dataset: Path, output_dir: Path) -> None:
+    """`manifest`: the source's meta-task manifest; writes checkpoint.pt, meta_log.jsonl and config.json."""
+    meta_manifest, data = load_split(manifest, "meta", dataset)
+    method_class = get_method(settings.method)
+    if not issubclass(method_class, MetaMethod):
+        raise BenchmarkError(f"Method '{settings.method}' is not a meta-learner (it does not subclass MetaMethod): it has no meta-training stage.")
+    method = method_class(**settings.method_hparams)
+    arch = Architecture.for_dataset(data.metadata, settings.architecture)
+    device = resolve_device(settings.device)
+    models = GANModels.fresh(arch, settings.seed, device)
+    # Only the images some task uses go to the device; tasks index them by row.
+    used = sorted({index for task in meta_manifest["tasks"] for index in task["support"] + task["query"]})
+    row = {index: position for position, index in enumerate(used)}
+    tasks = [([row[i] for i in task["support"]], [row[i] for i in task["query"]]) for task in meta_manifest["tasks"]]
+    identity = {
+        "stage": "meta_train",
+        "method": settings.method,
+        "method_hparams": method.hparams,
+        "meta_manifest_sha256": sha256_json(meta_manifest),
+        "dataset_sha256": data.content_sha256,
+        "architecture": arch.to_dict(),
+        "seed": settings.seed,
+    }
+    started = time.perf_counter()
+    meta_train_gan(models, method, as_training_tensor(data.images[used], device), tasks, settings.seed, output_dir, identity)
+    atomic_write_json(StageFolder(output_dir).config, {**identity, "environment": environment(), "seconds": time.perf_counter() - started})

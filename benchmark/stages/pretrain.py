@@ -1,0 +1,38 @@
+"""Stage `pretrain`: G and D trained on a source domain, once per source and pretraining seed."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from benchmark.hashing import sha256_json
+from benchmark.io import atomic_write_json
+from benchmark.layout import StageFolder
+from benchmark.models import Architecture, GANModels
+from benchmark.provenance import environment, resolve_device
+from benchmark.settings import PretrainSettings
+from benchmark.splits import load_split
+from benchmark.training import TrainingHooks, TrainSettings, as_training_tensor, train_gan
+
+log = logging.getLogger(__name__)
+
+
+def pretrain(settings: PretrainSettings, manifest: Path, dataset: Path, output_dir: Path) -> None:
+    """`manifest`: the source's split manifest; writes checkpoint.pt and config.json to `output_dir`."""
+    source, data = load_split(manifest, "source", dataset)
+    arch = Architecture.for_dataset(data.metadata, settings.architecture)
+    device = resolve_device(settings.device)
+    images = data.images[source["train"]["indices"]]
+    identity = {
+        "stage": "pretrain",
+        "source": source["name"],
+        "source_manifest_sha256": sha256_json(source),
+        "dataset_sha256": data.content_sha256,
+        "architecture": arch.to_dict(),
+    }
+    log.info("pretraining on source '%s': %d images, seed %d, %s", source["name"], len(images), settings.seed, device)
+    models = GANModels.fresh(arch, settings.seed, device)
+    train = TrainSettings.from_config(settings.train)
+    train_gan(models, as_training_tensor(images, device), train, settings.seed, output_dir, TrainingHooks(), identity)
+    record = {**identity, "seed": settings.seed, "train_settings": settings.train, "num_images": len(images), "environment": environment()}
+    atomic_write_json(StageFolder(output_dir).config, record)

@@ -1,0 +1,17 @@
+"""Stage `table`: the Markdown results tables, rendered from the results CSV alone (no training, no scoring)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.errors import BenchmarkError
+from benchmark.io import atomic_write_text
+from benchmark.results import render_markdown
+
+
+def table(results_csv: Path, output: Path) -> None:
+    if not Path(results_csv).is_file():
+        raise BenchmarkError(f"{results_csv} does not exist. Run the collect stage first.")
+    atomic_write_text(output, render_markdown(pd.read_csv(results_csv)))

@@ -1,0 +1,25 @@
+"""Stage `train_encoder`: the domain encoder, the feature space of the metrics when no Inception weights exist.
+
+It trains on images of every dataset the tasks use, minus every task's reference, validation and shot-pool
+images (`benchmark.encoder.encoder_training_set`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmark.data import PreparedDataset
+from benchmark.encoder import encoder_training_set, fit_encoder
+from benchmark.settings import EncoderSettings
+from benchmark.splits import read_manifest
+
+
+def train_encoder(settings: EncoderSettings, manifests: list[Path], datasets: dict[str, Path], output: Path) -> None:
+    """`manifests`: every task's manifest; `datasets`: name -> prepared dataset file, for every dataset used."""
+    task_manifests = [read_manifest(path, "task") for path in manifests]
+    prepared = {name: PreparedDataset.load(path) for name, path in datasets.items()}
+    images, labels, class_names, provenance = encoder_training_set(task_manifests, prepared, settings.max_images_per_dataset, settings.seed)
+    fit_encoder(
+        images, labels, class_names, settings.epochs, settings.batch_size, settings.learning_rate, settings.seed,
+        settings.holdout_fraction, output, provenance,
+    )  # fmt: skip
