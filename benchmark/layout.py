@@ -6,11 +6,13 @@ are wildcards); `fill(...)` makes one concrete path of it. Each stage writes one
 training stage's folder (`checkpoint.pt`, `config.json`, ...) are `StageFolder` attributes, so the training loop,
 the evaluation stage and the rules agree on them. Renaming a folder or a file is a one-line change here.
 
-This module imports nothing from the rest of the library: anything may ask it for a path.
+This module imports nothing from the rest of the library: anything may ask it for a path. (`.gitignore` names
+the two top folders too.)
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -22,6 +24,10 @@ class PathTemplate(str):
 
     def __truediv__(self, name: str) -> PathTemplate:
         return PathTemplate(f"{self}/{name}")
+
+    def glob_pattern(self) -> str:
+        """The pattern matching every path of this template (each field becomes `*`), for `Path.glob`."""
+        return re.sub(r"\{[^}]+\}", "*", self)
 
 
 RESULTS = PathTemplate("results")

@@ -4,7 +4,7 @@ A meta-learner (e.g. `methods/maml_gan.py`, `methods/reptile.py`) subclasses `Me
 outer update is computed from a batch of tasks (`meta_step`). What they share lives here: the inner loop
 (alternating D and G steps on a task's support images), the outer optimisers, the final refresh of the
 meta-model's buffers (inner loops must leave them alone: `benchmark.models.preserved_buffers`), and the
-meta-training loop (`meta_train`) that walks through the tasks and writes a checkpoint every adaptation method
+meta-training loop (`meta_train_gan`) that walks through the tasks and writes a checkpoint every adaptation method
 can start from. The `meta_train` stage (`benchmark/stages/meta_train.py`) feeds it the source's task manifest.
 
 Adaptation of a meta-learned initialisation runs the same inner procedure (plain SGD at the inner learning
@@ -154,6 +154,8 @@ def meta_train_gan(
     log_file = JsonLog(folder.meta_log, step_key="iteration")
     start = state.resume((folder.resume,), images.device, "meta-training")
     if start:
+        if not folder.meta_log.exists():  # a resume.pt of an older version, which kept the log inside it
+            raise BenchmarkError(f"{folder.resume} has no meta log beside it, so its log lines are lost. Delete it to meta-train from the start.")
         log_file.keep_until(start)
         log.info("resuming meta-training in %s at iteration %d of %d", run_dir, start, hp["meta_iterations"])
 

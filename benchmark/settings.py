@@ -64,7 +64,8 @@ class StageSettings:
         names = [field.name for field in fields(cls)]
         unknown, missing = sorted(set(value) - set(names)), [name for name in names if name not in value]
         if unknown or missing:
-            raise BenchmarkError(f"{cls.__name__}: unknown key(s) {unknown}, missing key(s) {missing}. The settings take: {', '.join(names)}.")
+            problems = [f"{what} key(s) {', '.join(keys)}" for what, keys in (("unknown", unknown), ("missing", missing)) if keys]
+            raise BenchmarkError(f"{cls.__name__}: {'; '.join(problems)}. The settings take: {', '.join(names)}.")
         value = {**value, **{name: complete(section, value[name]) for name, section in cls.sections.items()}}
         return cls(**cls._parse(value))
 

@@ -54,6 +54,9 @@ class TrainSettings:
     checkpoint_every: int  # 0: checkpoint only at the end
     log_every: int
 
+    def __post_init__(self) -> None:
+        complete("train", asdict(self))  # the schema's constraints (loss, ranges) also hold when built by hand
+
     @classmethod
     def from_config(cls, train: dict[str, Any]) -> TrainSettings:
         return cls(**complete("train", train))
@@ -87,13 +90,20 @@ class TrainingDiverged(BenchmarkError):
         self.reason = reason
 
 
+def _check_loss(kind: str) -> None:
+    if kind not in LOSSES:
+        raise BenchmarkError(f"Loss '{kind}' is unknown; use one of {', '.join(LOSSES)}.")
+
+
 def discriminator_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    _check_loss(kind)
     if kind == "hinge":
         return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
 
 def generator_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
+    _check_loss(kind)
     if kind == "hinge":
         return -fake_logits.mean()
     return F.softplus(-fake_logits).mean()  # non-saturating: -log sigmoid(D(G(z)))

@@ -2,6 +2,7 @@
 # and writes, and what each job is told all come from the library (`benchmark.plan`, `benchmark.layout`).
 import os
 import shlex
+import shutil
 import sys
 
 from benchmark import layout
@@ -18,7 +19,13 @@ except BenchmarkError as error:
 # Jobs run the `ganbench` command of the environment that runs Snakemake (its bin folder goes first on PATH), also
 # when Snakemake was started as `.venv/bin/snakemake` without activating the environment. The prefix replaces
 # Snakemake's default one, so it repeats its strict mode.
-shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
+ENVIRONMENT_BIN = os.path.dirname(sys.executable)
+if shutil.which("ganbench", path=ENVIRONMENT_BIN) is None:
+    raise WorkflowError(
+        f"The `ganbench` command is not installed in {ENVIRONMENT_BIN}, the environment that runs Snakemake. "
+        "Run `make setup` (or `pip install -e .` in that environment) and start Snakemake from it."
+    )
+shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(ENVIRONMENT_BIN)}:"$PATH"; ')
 
 
 wildcard_constraints:

@@ -6,7 +6,7 @@ encoder is trained for one epoch first (not timed). Timed: everything the evalua
 checkpoint after the generator has produced its images: reference-side preparation (features, FID statistics,
 k-NN radii, k-means bins, class classifier, shot and held-out embeddings) plus scoring the generated set.
 
-    .venv/bin/python scripts/benchmark_metrics.py [--repeats 3] [--output results/benchmarks/metrics_speed.json]
+    .venv/bin/python scripts/benchmark_metrics.py [--repeats 3] [--output results/benchmarks/metrics_speed.json (the default)]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmark import layout
 from benchmark.config import data_root
 from benchmark.data import prepare_dataset
 from benchmark.encoder import fit_encoder
@@ -36,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=Path("results/benchmarks/metrics_speed.json"))
+    parser.add_argument("--output", type=Path, default=Path(layout.RESULTS, "benchmarks", "metrics_speed.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)

@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark import layout
+
 IGNORED = {"code_version"}  # the commit that wrote a record: differs by construction
 
 
@@ -49,7 +51,10 @@ def _leaves(value: Any) -> int:
 
 
 def compare(before_dir: Path, after_dir: Path) -> tuple[list[str], dict[str, int]]:
-    runs = {folder: sorted(p.relative_to(folder) for p in (folder / "results" / "runs").glob("*/*/*/*/metrics.json")) for folder in (before_dir, after_dir)}
+    runs = {
+        folder: sorted(path.relative_to(folder) for path in folder.glob((layout.RUN / layout.StageFolder.METRICS).glob_pattern()))
+        for folder in (before_dir, after_dir)
+    }
     differences = [f"metrics file only in one workdir: {path}" for path in sorted(set(runs[before_dir]) ^ set(runs[after_dir]))]
     counts = {"runs": 0, "records": 0, "fields": 0, "csv_rows": 0}
     for path in sorted(set(runs[before_dir]) & set(runs[after_dir])):
@@ -58,7 +63,7 @@ def compare(before_dir: Path, after_dir: Path) -> tuple[list[str], dict[str, int
         counts["runs"] += 1
         counts["records"] += len(before)
         counts["fields"] += _leaves(before)
-    frames = [pd.read_csv(folder / "results" / "results.csv").drop(columns=list(IGNORED)) for folder in (before_dir, after_dir)]
+    frames = [pd.read_csv(folder / layout.RESULTS_CSV).drop(columns=list(IGNORED)) for folder in (before_dir, after_dir)]
     if not frames[0].equals(frames[1]):
         differences.append("results.csv differs outside the code_version column")
     counts["csv_rows"] = len(frames[0])

@@ -128,18 +128,22 @@ def results_paths_outside_layout(files: list[Path]) -> list[str]:
     found = []
     for path in files:
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if re.search(r"""["'](results|reports)/""", line):
+            if re.search(r"""["'](results|reports)(/|["'])""", line):
                 found.append(f"{path.name}:{number}: {line.strip()}")
     return found
 
 
 def test_every_results_path_is_built_by_the_layout_module(tmp_path):
-    code = [path for folder in LIBRARY_FOLDERS + [REPO / "benchmark" / "stages"] for path in folder.glob("*.py")]
-    code = [path for path in code if path.name != "layout.py"] + sorted((REPO / "rules").glob("*.smk")) + [REPO / "Snakefile"]
+    folders = LIBRARY_FOLDERS + [REPO / "benchmark" / "stages", REPO / "scripts"]
+    code = [path for folder in folders for path in folder.glob("*.py") if path.name != "layout.py"]
+    code += sorted((REPO / "rules").glob("*.smk")) + [REPO / "Snakefile"]
     assert results_paths_outside_layout(code) == []
     stray = tmp_path / "stray.smk"
-    stray.write_text('rule x:\n    output:\n        "results/runs/{task}/metrics.json",\n')
-    assert results_paths_outside_layout([stray]) == ['stray.smk:3: "results/runs/{task}/metrics.json",']
+    stray.write_text('rule x:\n    output:\n        "results/runs/{task}/metrics.json",\n    log: Path("reports") / "x.log"\n')
+    assert results_paths_outside_layout([stray]) == [
+        'stray.smk:3: "results/runs/{task}/metrics.json",',
+        'stray.smk:4: log: Path("reports") / "x.log"',
+    ]
 
 
 def variant_parsing_outside_methods(files: list[Path]) -> list[str]:
@@ -155,3 +159,19 @@ def test_variant_names_are_parsed_in_one_place(tmp_path):
     stray = tmp_path / "stray.py"
     stray.write_text("base = run.method.split('+')[0]\n")
     assert variant_parsing_outside_methods([stray]) == ["stray.py: base = run.method.split('+')[0]"]
+
+
+def test_the_workflow_lint_gate_fails_on_new_lints_and_on_a_workflow_that_does_not_parse(capsys):
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import lint_workflow
+    finally:
+        sys.path.pop(0)
+    kept = next(iter(lint_workflow.KEPT))
+    lints = f"Lints for rule adapt (line 45, rules/train.smk):\n    * {kept}:\n      details\n"
+    assert lint_workflow.verdict(1, lints) == 0
+    assert lint_workflow.verdict(1, lints + "Lints for rule table (line 9, rules/x.smk):\n    * Absolute path in line 3.:\n") == 1
+    assert lint_workflow.verdict(1, "WorkflowError: configuration error: Config key 'shots' ...") == 2
+    assert lint_workflow.verdict(0, "Congratulations, your workflow is in a good condition!") == 0
+    assert lint_workflow.verdict(0, "") == 2
+    capsys.readouterr()

@@ -16,6 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
+from benchmark import layout
 from benchmark.checkpoint import save_checkpoint
 from benchmark.models import Architecture, GANModels
 from conftest import REPO, run_cli
@@ -93,7 +94,7 @@ def _assert_config_refused(result: subprocess.CompletedProcess, tmp_path: Path, 
     assert result.returncode != 0
     for phrase in phrases:
         assert phrase in output, (phrase, output[-2000:])
-    assert not (tmp_path / "work" / "results").exists()
+    assert not (tmp_path / "work" / layout.RESULTS).exists()
 
 
 def test_k_larger_than_the_images_available(tmp_path):

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmark import layout
 from benchmark.io import atomic_save, atomic_write_json
 from benchmark.splits import build_meta_manifest, build_source_manifest, write_manifest
 from conftest import REPO, run_cli, save_prepared
@@ -166,7 +167,7 @@ def two_workflow_runs(tmp_path_factory):
 
 
 def _records(folder: Path) -> dict[str, list[dict]]:
-    files = sorted((folder / "results" / "runs").glob("*/*/*/*/metrics.json"))
+    files = sorted(folder.glob((layout.RUN / layout.StageFolder.METRICS).glob_pattern()))
     return {str(path.relative_to(folder)): json.loads(path.read_text())["records"] for path in files}
 
 
@@ -174,23 +175,23 @@ def test_same_config_and_seed_give_identical_result_records(two_workflow_runs):
     first, second = (_records(folder) for folder in two_workflow_runs)
     assert sorted(first) == sorted(second) and len(first) == 3
     assert first == second  # every field: values, sample sizes, hashes, run config, environment
-    assert (two_workflow_runs[0] / "results" / "results.csv").read_bytes() == (two_workflow_runs[1] / "results" / "results.csv").read_bytes()
+    assert (two_workflow_runs[0] / layout.RESULTS_CSV).read_bytes() == (two_workflow_runs[1] / layout.RESULTS_CSV).read_bytes()
 
 
 def test_diverged_run_is_recorded_and_shown_while_the_benchmark_goes_on(two_workflow_runs):
     folder = two_workflow_runs[0]
-    run_dir = folder / "results" / "runs" / "digits_5to9" / "k5" / "diverging" / "seed0"
+    run_dir = folder / layout.RUN.fill(task="digits_5to9", shots=5, method="diverging", seed=0)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["status"] == "diverged" and config["diverged_at_step"] == 3 and "non-finite loss_g" in config["divergence_reason"]
     assert json.loads((run_dir / "train_log.jsonl").read_text().splitlines()[-1]) == {"step": 3, "diverged": "non-finite loss_g"}
 
-    frame = pd.read_csv(folder / "results" / "results.csv")
+    frame = pd.read_csv(folder / layout.RESULTS_CSV)
     diverged = frame[frame["method"] == "diverging"]
     assert set(diverged["status"]) == {"diverged"} and diverged["value"].isna().all()
     others = frame[frame["method"] != "diverging"]
     assert set(others["status"]) == {"completed"} and others["value"].notna().all() and set(others["method"]) == {"scratch", "finetune"}
 
-    table = (folder / "reports" / "results.md").read_text()
+    table = (folder / layout.RESULTS_TABLE).read_text()
     row = next(line for line in table.splitlines() if line.startswith("| 5 | diverging |"))
     assert row.count("| diverged ") == 6 and row.endswith("| 0 + 1 diverged |")
     assert "Diverged runs (no scores" in table and "K = 5 diverging seed 0 at step 3 (non-finite loss_g)" in table

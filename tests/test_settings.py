@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 import benchmark
+import benchmark.settings as settings_module
 from benchmark import layout
 from benchmark.config import SECTIONS, _schema, complete, validate_config
 from benchmark.errors import BenchmarkError
@@ -78,6 +79,27 @@ def test_the_schema_is_the_one_table_of_defaults():
     ]
 
 
+def own_defaults(cls: type) -> list[str]:
+    return [
+        f"{cls.__name__}.{field.name}"
+        for field in dataclasses.fields(cls)
+        if field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+    ]
+
+
+def test_no_stage_settings_carry_defaults_of_their_own():
+    """What a stage is told comes whole from the plan (or a hand-written JSON completed from the schema)."""
+    classes = [value for value in vars(settings_module).values() if isinstance(value, type) and dataclasses.is_dataclass(value)]
+    assert {cls.__name__ for cls in classes} >= {"AdaptationRun", "AdaptSettings", "PretrainSettings", "EvaluateSettings"}
+    assert [name for cls in classes for name in own_defaults(cls)] == []
+
+    @dataclasses.dataclass(frozen=True)
+    class WithDefault(settings_module.StageSettings):
+        device: str = "cpu"
+
+    assert own_defaults(WithDefault) == ["WithDefault.device"]
+
+
 def test_a_partial_section_is_completed_from_the_schema_and_a_bad_value_named():
     train = TrainSettings.from_config({"steps": 7, "lr_d": 1.0e-3})
     assert train.steps == 7 and train.lr_d == 1.0e-3
@@ -90,6 +112,9 @@ def test_a_partial_section_is_completed_from_the_schema_and_a_bad_value_named():
     values = {"steps": 3}
     complete("train", values)
     assert values == {"steps": 3}, "the caller's dict is left as it was"
+    # Built by hand, a settings object still obeys the schema: a misspelt loss would otherwise train silently.
+    with pytest.raises(BenchmarkError, match=r"'train\.loss': 'hinj' is not one of \['nonsaturating', 'hinge'\]"):
+        dataclasses.replace(train, loss="hinj")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +133,7 @@ def test_stage_settings_survive_the_json_trip(plan):
 
 def test_stage_settings_refuse_unknown_and_missing_keys_by_name(plan):
     value = json.loads(plan.evaluate().to_json())
-    with pytest.raises(BenchmarkError, match=r"unknown key\(s\) \['devices'\], missing key\(s\) \['device'\]"):
+    with pytest.raises(BenchmarkError, match=r"unknown key\(s\) devices; missing key\(s\) device\. The settings take: evaluation, device"):
         EvaluateSettings.from_dict({"evaluation": value["evaluation"], "devices": "cpu"})
     value = json.loads(plan.adapt(plan.runs[0]).to_json())
     del value["run"]["split_draw"]

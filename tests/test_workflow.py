@@ -42,7 +42,7 @@ def test_smoke_config_runs_from_data_to_table(tmp_path):
 
     config = load_config(config_path)
     runs = Plan(config).runs
-    frame = pd.read_csv(tmp_path / "results" / "results.csv")
+    frame = pd.read_csv(tmp_path / layout.RESULTS_CSV)
     # Every run: the full suite for its final and its validation-selected checkpoint (FID_inf not asked for).
     assert set(frame["checkpoint"]) == {"final", "validation-selected"}
     assert set(frame["metric"]) == SUITE_METRICS
@@ -53,7 +53,7 @@ def test_smoke_config_runs_from_data_to_table(tmp_path):
     assert set(on_features["n_real"]) == {300}
     assert set(frame.loc[frame["metric"] == "memorisation_share", "n_real"]) == {5}  # K training shots
 
-    table = (tmp_path / "reports" / "results.md").read_text()
+    table = (tmp_path / layout.RESULTS_TABLE).read_text()
     assert "## digits_5to9 (few-shot)" in table and "## digits_to_mnist (cross-domain)" in table
     assert "### Checkpoint: final" in table and "### Checkpoint: validation-selected" in table
     assert "Checkpoint: oracle" not in table  # only when asked for
@@ -80,10 +80,10 @@ def test_smoke_config_runs_from_data_to_table(tmp_path):
     assert "### Checkpoint: oracle (reference-selected) (ORACLE: selected on the test set, optimistic)" in oracle_table
 
     # Tables regenerate from stored results without retraining.
-    (tmp_path / "reports" / "results.md").unlink()
+    (tmp_path / layout.RESULTS_TABLE).unlink()
     again = snakemake(tmp_path, config_path, "--rerun-triggers", "mtime")
     assert again.returncode == 0 and "rule adapt" not in again.stdout + again.stderr
-    assert (tmp_path / "reports" / "results.md").read_text() == table
+    assert (tmp_path / layout.RESULTS_TABLE).read_text() == table
 
     # A changed adaptation hyperparameter reruns adaptation and what follows, not data, encoder or pretraining.
     changed_config = yaml.safe_load(config_path.read_text())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -54,6 +54,9 @@ class MetricSettings:
     class_neighbours: int
     class_min_share_ratio: float
     fid_infinity: bool
+
+    def __post_init__(self) -> None:
+        complete("evaluation", asdict(self))  # the schema's constraints also hold when built by hand
 
     @classmethod
     def from_config(cls, evaluation: dict[str, Any]) -> MetricSettings:

@@ -5,6 +5,7 @@ subcommand, and exposes one function of the same name (`split` has one per kind 
     -> adapt -> evaluate -> collect -> table
 
 A stage opens its inputs, calls the library below it (data, splits, encoder, models, training, meta-learning,
-metrics, selection, results) and writes its outputs atomically. It takes one settings object
-(`benchmark.settings`) and keyword arguments for its files. The library never imports a stage.
+metrics, selection, results) and writes its outputs atomically. It takes its settings as one object
+(`benchmark.settings`; `collect` and `table` have none) and its files as arguments. Training and evaluation
+stages open their inputs with `benchmark.stage_inputs`. The library never imports a stage.
 """

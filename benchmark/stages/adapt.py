@@ -24,10 +24,11 @@ from benchmark.io import atomic_write_json
 from benchmark.layout import StageFolder
 from benchmark.methods import AdaptationContext, get_method
 from benchmark.metrics import DistanceScorer, FeatureSpace, feature_space
-from benchmark.models import Architecture, Generator
-from benchmark.provenance import environment, resolve_device
+from benchmark.models import Generator
+from benchmark.provenance import environment
 from benchmark.settings import AdaptSettings
-from benchmark.splits import load_split, shots_for
+from benchmark.splits import shots_for
+from benchmark.stage_inputs import open_stage_inputs
 from benchmark.training import TrainingDiverged, TrainSettings, as_training_tensor, generate, train_gan
 
 log = logging.getLogger(__name__)
@@ -37,15 +38,14 @@ def adapt(settings: AdaptSettings, manifest: Path, dataset: Path, encoder: Path,
     """`manifest`: the task's split manifest; `dataset`: its target dataset; `artefacts`: name -> file of each
     artefact the method requires. Writes checkpoint.pt, train_log.jsonl, snapshots/ and config.json."""
     run = settings.run
-    task, target = load_split(manifest, "task", dataset)
+    inputs = open_stage_inputs(manifest, "task", dataset, settings.device, settings.architecture)
+    task, target, arch, device = inputs.manifest, inputs.dataset, inputs.arch, inputs.device
     if task["name"] != run.task:
         raise BenchmarkError(
             f"{manifest} is the manifest of task '{task['name']}', but the settings are for task '{run.task}'. Pass the manifest of '{run.task}'."
         )
     shot_indices = shots_for(task, run.shots, run.split_draw)
     method = get_method(run.method)(**settings.method_hparams)
-    arch = Architecture.for_dataset(target.metadata, settings.architecture)
-    device = resolve_device(settings.device)
     evaluation = settings.evaluation
     space = feature_space(encoder, evaluation["inception_weights"])
     identity = {

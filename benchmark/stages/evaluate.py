@@ -18,10 +18,10 @@ from benchmark.io import atomic_write_json
 from benchmark.layout import StageFolder
 from benchmark.metrics import SUITE_METRICS, EvaluationSets, MetricSettings, MetricSuite, feature_space
 from benchmark.models import Architecture, Generator
-from benchmark.provenance import environment, resolve_device
+from benchmark.provenance import environment
 from benchmark.selection import FINAL, ORACLE, SELECTED, best_step, validation_scores
 from benchmark.settings import RUN_FIELDS, EvaluateSettings
-from benchmark.splits import load_split
+from benchmark.stage_inputs import open_stage_inputs
 from benchmark.training import generate
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,10 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
         raise BenchmarkError(f"{folder.config} is missing: the adaptation of {run_dir} did not finish. Rerun it.")
     run_config = json.loads(folder.config.read_text())
     evaluation = settings.evaluation
-    task, target = load_split(manifest, "task", dataset)
+    inputs = open_stage_inputs(manifest, "task", dataset, settings.device)
+    task, target, device = inputs.manifest, inputs.dataset, inputs.device
     if run_config.get("status") == "diverged":
         return _record_divergence(run_config, task, evaluation, output)
-    device = resolve_device(settings.device)
     state = load_checkpoint(folder.checkpoint, device)
     arch = Architecture.from_dict(run_config["architecture"])
     final_generator = models_from_checkpoint(state, folder.checkpoint, arch, device).generator

@@ -16,10 +16,10 @@ from benchmark.io import atomic_write_json
 from benchmark.layout import StageFolder
 from benchmark.meta_learning import MetaMethod, meta_train_gan
 from benchmark.methods import get_method
-from benchmark.models import Architecture, GANModels
-from benchmark.provenance import environment, resolve_device
+from benchmark.models import GANModels
+from benchmark.provenance import environment
 from benchmark.settings import MetaTrainSettings
-from benchmark.splits import load_split
+from benchmark.stage_inputs import open_stage_inputs
 from benchmark.training import as_training_tensor
 
 log = logging.getLogger(__name__)
@@ -27,13 +27,12 @@ log = logging.getLogger(__name__)
 
 def meta_train(settings: MetaTrainSettings, manifest: Path, dataset: Path, output_dir: Path) -> None:
     """`manifest`: the source's meta-task manifest; writes checkpoint.pt, meta_log.jsonl and config.json."""
-    meta_manifest, data = load_split(manifest, "meta", dataset)
+    inputs = open_stage_inputs(manifest, "meta", dataset, settings.device, settings.architecture)
+    meta_manifest, data, arch, device = inputs.manifest, inputs.dataset, inputs.arch, inputs.device
     method_class = get_method(settings.method)
     if not issubclass(method_class, MetaMethod):
         raise BenchmarkError(f"Method '{settings.method}' is not a meta-learner (it does not subclass MetaMethod): it has no meta-training stage.")
     method = method_class(**settings.method_hparams)
-    arch = Architecture.for_dataset(data.metadata, settings.architecture)
-    device = resolve_device(settings.device)
     models = GANModels.fresh(arch, settings.seed, device)
     # Only the images some task uses go to the device; tasks index them by row.
     used = sorted({index for task in meta_manifest["tasks"] for index in task["support"] + task["query"]})

@@ -8,10 +8,10 @@ from pathlib import Path
 from benchmark.hashing import sha256_json
 from benchmark.io import atomic_write_json
 from benchmark.layout import StageFolder
-from benchmark.models import Architecture, GANModels
-from benchmark.provenance import environment, resolve_device
+from benchmark.models import GANModels
+from benchmark.provenance import environment
 from benchmark.settings import PretrainSettings
-from benchmark.splits import load_split
+from benchmark.stage_inputs import open_stage_inputs
 from benchmark.training import TrainingHooks, TrainSettings, as_training_tensor, train_gan
 
 log = logging.getLogger(__name__)
@@ -19,9 +19,8 @@ log = logging.getLogger(__name__)
 
 def pretrain(settings: PretrainSettings, manifest: Path, dataset: Path, output_dir: Path) -> None:
     """`manifest`: the source's split manifest; writes checkpoint.pt and config.json to `output_dir`."""
-    source, data = load_split(manifest, "source", dataset)
-    arch = Architecture.for_dataset(data.metadata, settings.architecture)
-    device = resolve_device(settings.device)
+    inputs = open_stage_inputs(manifest, "source", dataset, settings.device, settings.architecture)
+    source, data, arch, device = inputs.manifest, inputs.dataset, inputs.arch, inputs.device
     images = data.images[source["train"]["indices"]]
     identity = {
         "stage": "pretrain",

@@ -20,6 +20,6 @@ def train_encoder(settings: EncoderSettings, manifests: list[Path], datasets: di
     prepared = {name: PreparedDataset.load(path) for name, path in datasets.items()}
     images, labels, class_names, provenance = encoder_training_set(task_manifests, prepared, settings.max_images_per_dataset, settings.seed)
     fit_encoder(
-        images, labels, class_names, settings.epochs, settings.batch_size, settings.learning_rate, settings.seed,
-        settings.holdout_fraction, output, provenance,
+        images, labels, class_names, epochs=settings.epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+        seed=settings.seed, holdout_fraction=settings.holdout_fraction, output=output, provenance=provenance,
     )  # fmt: skip
