@@ -2,12 +2,19 @@
 # evaluation -> tables. Each rule calls one `ganbench` subcommand, which makes one call into its stage
 # (benchmark/stages/). Paths come from benchmark/layout.py, the runs and each job's settings from
 # benchmark/plan.py; every setting a rule uses is in its params (changes rerun it).
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default preset, unless config files are named with --configfile: then those are the whole config, and what
+# they leave out takes the schema's defaults (a `configfile:` directive would merge them into the preset key by
+# key, and the records would not show what ran). --config KEY=VALUE edits whichever config is in use.
+if not workflow.overwrite_configfiles:
+
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "rules/common.smk"

@@ -57,9 +57,24 @@ def models_from_checkpoint(payload: dict[str, Any], path: str | Path, expected: 
         details = ", ".join(f"{key}: checkpoint {stored.get(key)!r} vs config {expected.to_dict().get(key)!r}" for key in differing)
         raise BenchmarkError(f"Checkpoint {path} was trained with a different architecture ({details}). Use a matching config.")
     generator, discriminator = Generator(expected), Discriminator(expected)
-    generator.load_state_dict(payload.get("generator_ema") or payload["generator"])
-    discriminator.load_state_dict(payload["discriminator"])
+    load_weights(generator, payload, ("generator_ema", "generator"), path)
+    load_weights(discriminator, payload, ("discriminator",), path)
     return GANModels(expected, generator.to(device), discriminator.to(device))
+
+
+def load_weights(module: torch.nn.Module, payload: dict[str, Any], keys: tuple[str, ...], path: str | Path) -> None:
+    """The first of `keys` the checkpoint holds, into `module`; a missing part or tensors of another shape are one
+    clear error, not a traceback."""
+    state = next((payload[key] for key in keys if payload.get(key) is not None), None)
+    if state is None:
+        raise BenchmarkError(f"Checkpoint {path} holds no '{keys[-1]}' weights. Delete it and rerun the stage that wrote it.")
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise BenchmarkError(
+            f"Checkpoint {path} does not fit the {type(module).__name__} this run builds ({first_line}). Delete it and rerun the stage that wrote it."
+        ) from error
 
 
 def save_snapshot(path: str | Path, step: int, arch: Architecture, identity: dict[str, Any], generator: Generator) -> None:
@@ -81,5 +96,5 @@ def generator_from_snapshot(path: str | Path, run_identity_json: str, expected: 
     if payload["architecture"] != expected.to_dict():
         raise BenchmarkError(f"Snapshot {path} was trained with a different architecture. Delete the run folder and rerun its adaptation.")
     generator = Generator(expected)
-    generator.load_state_dict(payload["generator"])
+    load_weights(generator, payload, ("generator",), path)
     return generator.to(device)

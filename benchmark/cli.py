@@ -46,7 +46,10 @@ def cmd_split_task(args: argparse.Namespace) -> None:
     from benchmark.settings import SplitTaskSettings
     from benchmark.stages.split import split_task
 
-    split_task(args.name, SplitTaskSettings.from_json(args.settings), source_manifest=args.source_manifest, dataset=args.dataset, output=args.output)
+    split_task(
+        args.name, SplitTaskSettings.from_json(args.settings), source_manifest=args.source_manifest, source_dataset=args.source_dataset,
+        dataset=args.dataset, output=args.output,
+    )  # fmt: skip
 
 
 def cmd_split_meta(args: argparse.Namespace) -> None:
@@ -144,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--name", required=True)
     c.add_argument("--settings", required=True)
     c.add_argument("--source-manifest", type=Path, required=True)
+    c.add_argument("--source-dataset", type=Path, required=True, help="the dataset the source manifest indexes")
     c.add_argument("--dataset", type=Path, required=True, help="the target dataset")
     c.add_argument("--output", type=Path, required=True)
     c = add("split-meta", cmd_split_meta, "write a source's meta-training task manifest")
@@ -189,6 +193,14 @@ def main(argv: list[str] | None = None) -> int:
         args.handler(args)
     except BenchmarkError as error:
         print(f"ganbench {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk, a read-only or missing folder: the system's words, and where
+        where = f" ({error.filename})" if error.filename else ""
+        print(
+            f"ganbench {args.command}: error: {error.strerror or error}{where}. Check that the folder exists, is writable "
+            "and has free space, then run the stage again.",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

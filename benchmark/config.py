@@ -9,6 +9,7 @@ defaults of their own. What runs, and with which settings, is derived from the c
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Iterator
 from functools import cache
@@ -29,6 +30,16 @@ def _schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
+def _is_integer(checker: Any, instance: Any) -> bool:
+    """An int, never a float: JSON Schema counts 10.0 as an integer, but `range(10.0)` and a `k5.0` folder fail."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _is_number(checker: Any, instance: Any) -> bool:
+    """A finite int or float: NaN passes every minimum and maximum check, and infinity is no setting either."""
+    return isinstance(instance, (int, float)) and not isinstance(instance, bool) and math.isfinite(instance)
+
+
 def _with_defaults(validator_class: type) -> type:
     validate_properties = validator_class.VALIDATORS["properties"]
 
@@ -39,7 +50,8 @@ def _with_defaults(validator_class: type) -> type:
                     instance.setdefault(key, copy.deepcopy(subschema["default"]))
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": fill_defaults})
+    type_checker = validator_class.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number})
+    return jsonschema.validators.extend(validator_class, {"properties": fill_defaults}, type_checker=type_checker)
 
 
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
@@ -50,6 +62,11 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     _raise_first_error(_schema(), config, prefix=[])
     _check_references(config)
     return config
+
+
+def max_seed() -> int:
+    """The largest seed the schema admits: what every random generator the stages seed accepts."""
+    return _schema()["properties"]["seeds"]["items"]["maximum"]
 
 
 # Config sections that settings objects are built from, and where the schema describes each.
@@ -79,11 +96,34 @@ def _raise_first_error(schema: dict[str, Any], instance: Any, prefix: list[str])
     errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         error = errors[0]
+        expected = f" Expected: {error.schema['description']}." if error.context and error.schema.get("description") else ""
+        if error.context:  # "not valid under any of the given schemas": say why under the closest one
+            error = max(error.context, key=lambda sub: (sub.instance is error.instance and sub.validator != "const", len(sub.absolute_path)))
         key = ".".join(str(part) for part in [*prefix, *error.absolute_path]) or "(top level)"
-        hint = ""
-        if isinstance(error.instance, str) and _looks_numeric(error.instance):
-            hint = f" YAML reads a number such as 1e-4 without a dot as a string: write {error.instance.replace('e', '.0e', 1)}."
-        raise BenchmarkError(f"Config key '{key}': {error.message}.{hint}")
+        raise BenchmarkError(f"Config key '{key}': {_message(error)}{expected}")
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    """The validator's message, with the fix for the two ways YAML turns a number into something else."""
+    value, expected = error.instance, error.validator_value if error.validator == "type" else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number. Write a finite value."
+    if isinstance(value, float) and expected == "integer":
+        return f"{value} is not an integer. Write it without a decimal point{f': {int(value)}' if value.is_integer() else ''}."
+    if isinstance(value, str) and expected in ("integer", "number") and _looks_numeric(value):
+        # PyYAML reads a float only with a dot in the mantissa and a sign in the exponent: 1.0e-4, 1.0e+3.
+        number = float(value)
+        if expected == "integer" and number.is_integer():
+            fix = f"write it as an integer: {int(number)}"
+        else:
+            mantissa, _, exponent = value.lower().partition("e")
+            mantissa = mantissa if "." in mantissa else f"{mantissa}.0"
+            exponent = exponent if not exponent or exponent[0] in "+-" else f"+{exponent}"
+            fix = f"write {mantissa}e{exponent}" if exponent else f"write {mantissa}"
+        return f"{error.message}. YAML read {value!r} as text, not as a number: {fix}."
+    if error.validator == "pattern" and error.schema.get("description"):
+        return f"{error.message}: {error.schema['description']}."
+    return f"{error.message}."
 
 
 def _looks_numeric(text: str) -> bool:
@@ -99,7 +139,7 @@ def _check_references(config: dict[str, Any]) -> None:
 
     for name, dataset in config["datasets"].items():
         try:
-            get_data_source(dataset["source"])
+            get_data_source(dataset["source"]).check_options(dataset["options"])
         except BenchmarkError as error:
             raise BenchmarkError(f"Config key 'datasets.{name}.source': {error}") from error
     for name, source in config["sources"].items():
@@ -115,6 +155,13 @@ def _check_references(config: dict[str, Any]) -> None:
                 f"Config key 'tasks.{name}.target.dataset': '{task['target']['dataset']}' is not a key of `datasets` "
                 f"({sorted(config['datasets'])}). Define it there or fix the name."
             )
+        needed = max(config["evaluation"]["nearest_k"] + 1, config["evaluation"]["class_neighbours"])
+        if task["reference_size"] is not None and task["reference_size"] < needed:
+            raise BenchmarkError(
+                f"Config key 'tasks.{name}.reference_size' ({task['reference_size']}) is too small for the k-NN metrics: "
+                f"evaluation.nearest_k = {config['evaluation']['nearest_k']} and class_neighbours = "
+                f"{config['evaluation']['class_neighbours']} need at least {needed} reference images. Raise it or lower them."
+            )
         if max(config["shots"]) > task["shot_pool_size"]:
             raise BenchmarkError(
                 f"Config key 'tasks.{name}.shot_pool_size' ({task['shot_pool_size']}) is smaller than the largest K in "
@@ -122,15 +169,43 @@ def _check_references(config: dict[str, Any]) -> None:
             )
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the last, silently)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    lines: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in lines:
+            raise BenchmarkError(
+                f"{key_node.start_mark.name}: the key '{key}' is written twice, on lines {lines[key]} and {key_node.start_mark.line + 1}; "
+                "YAML would keep the last one silently. Keep one of them."
+            )
+        lines[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping, unvalidated; a key written twice is refused."""
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text())
+        with open(path) as handle:
+            config = yaml.load(handle, Loader=_StrictLoader)
     except OSError as error:
         raise BenchmarkError(f"Cannot read config file {path}: {error}.") from error
+    except yaml.YAMLError as error:
+        raise BenchmarkError(f"Config file {path} is not valid YAML ({error}). Fix the line it names.") from error
     if not isinstance(config, dict):
         raise BenchmarkError(f"Config file {path} does not hold a mapping of keys.")
-    return validate_config(config)
+    return config
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    return validate_config(read_config_file(path))
 
 
 def data_root(config: dict[str, Any]) -> Path:

@@ -26,7 +26,7 @@ from PIL import Image
 
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import sha256_arrays, sha256_file
-from benchmark.io import atomic_write_bytes, atomic_write_json
+from benchmark.io import atomic_write_files, json_bytes
 from benchmark.layout import dataset_metadata
 from benchmark.plugins import discover, lookup, plugin_folders
 
@@ -47,6 +47,9 @@ class RawDataset:
     source_files: list[Path]
     class_attributes: dict[str, list[str]] = field(default_factory=dict)
     image_attributes: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. {"partition": train/test}
+    # Grey level that transparent pixels are composited onto (0 black .. 255 white); adapters of images with an
+    # alpha channel state it (image_folder: its `alpha_background` option).
+    alpha_background: int = 255
 
 
 @dataclass
@@ -74,8 +77,8 @@ class PreparedDataset:
         arrays.update({f"attr_{key}": value for key, value in self.image_attributes.items()})
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        atomic_write_bytes(npz_path, buffer.getvalue())
-        atomic_write_json(dataset_metadata(npz_path), self.metadata)
+        # One unit: arrays without their metadata (or the reverse) would be a half-prepared dataset.
+        atomic_write_files({npz_path: buffer.getvalue(), dataset_metadata(npz_path): json_bytes(self.metadata)})
 
     @classmethod
     def load(cls, npz_path: str | Path) -> PreparedDataset:
@@ -103,13 +106,26 @@ class PreparedDataset:
 
 
 class DataSource:
-    """Base class of dataset source adapters. Subclasses set `name` and implement `load`."""
+    """Base class of dataset source adapters. Subclasses set `name`, list the options they read in
+    `option_names` (any other option is refused by name, so a misspelt one is never ignored; None leaves a
+    plugin's options unchecked) and implement `load`."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    option_names: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, **options: Any) -> None:
+        self.check_options(options)
         self.options = options
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        unknown = sorted(set(options) - set(cls.option_names)) if cls.option_names is not None else []
+        if unknown:
+            known = ", ".join(cls.option_names) or "none"
+            raise BenchmarkError(
+                f"Dataset source '{cls.name}' has no option(s) {', '.join(unknown)}; it takes: {known}. Fix the spelling or remove them."
+            )
 
     def option(self, key: str) -> Any:
         if key not in self.options:
@@ -129,20 +145,39 @@ def get_data_source(name: str) -> type[DataSource]:
     return lookup(data_sources(), name, "dataset source")
 
 
-def convert_images(images: np.ndarray | Sequence[Image.Image], image_size: int, channels: int) -> np.ndarray:
-    """Every image to uint8 (C, size, size) with one fixed filter; mixed sizes and modes are allowed."""
+WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grey levels (PNG), or 32-bit integers holding them
+
+
+def convert_images(
+    images: np.ndarray | Sequence[Image.Image], image_size: int, channels: int, alpha_background: int
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Every image to uint8 (C, size, size) with one fixed filter; mixed sizes and modes are allowed.
+
+    Two conversions would lose content if left to PIL's `convert`, so they are done first and counted: an alpha
+    channel is composited onto the `alpha_background` grey level (dropped, a transparent background turns
+    black), and 16-bit grey levels are rescaled to 0..255 (converted, they are clipped at 255). Returns the
+    images and how many of them each conversion touched."""
     mode = {1: "L", 3: "RGB"}[channels]
+    counts = {"alpha_composited": 0, "rescaled_from_16_bit": 0}
     if isinstance(images, np.ndarray) and images.ndim == 3 and channels == 1 and images.shape[1:] == (image_size,) * 2:
-        return images.astype(np.uint8)[:, None]  # already the target form: skip the PIL round trip
+        return images.astype(np.uint8)[:, None], counts  # already the target form: skip the PIL round trip
     out = np.empty((len(images), channels, image_size, image_size), dtype=np.uint8)
     for index, image in enumerate(images):
         pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+        if pil.mode in WIDE_GREY_MODES:
+            wide = np.asarray(pil, dtype=np.float64)
+            pil = Image.fromarray(np.clip(np.round(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8))
+            counts["rescaled_from_16_bit"] += 1
+        if pil.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (pil.mode == "P" and "transparency" in pil.info):
+            rgba = pil.convert("RGBA")
+            pil = Image.alpha_composite(Image.new("RGBA", rgba.size, (alpha_background,) * 3 + (255,)), rgba)
+            counts["alpha_composited"] += 1
         pil = pil.convert(mode)
         if pil.size != (image_size, image_size):
             pil = pil.resize((image_size, image_size), RESIZE_FILTER)
         array = np.asarray(pil, dtype=np.uint8)
         out[index] = array[None] if channels == 1 else array.transpose(2, 0, 1)
-    return out
+    return out, counts
 
 
 def prepare_dataset(name: str, source: str, options: dict[str, Any], image_size: int, channels: int) -> PreparedDataset:
@@ -154,7 +189,9 @@ def prepare_dataset(name: str, source: str, options: dict[str, Any], image_size:
     if len(labels) == 0:
         raise BenchmarkError(f"Dataset '{name}' (source '{source}') holds no images. Check its options: {options}.")
     log.info("converting %d images of '%s' to %dx%d, %d channel(s)", len(labels), name, image_size, image_size, channels)
-    images = convert_images(raw.images, image_size, channels)
+    images, conversions = convert_images(raw.images, image_size, channels, raw.alpha_background)
+    if any(conversions.values()):
+        log.info("'%s': %s (alpha onto grey level %d)", name, conversions, raw.alpha_background)
     metadata = {
         "name": name,
         "source": source,
@@ -162,6 +199,7 @@ def prepare_dataset(name: str, source: str, options: dict[str, Any], image_size:
         "image_size": image_size,
         "channels": channels,
         "resize_filter": RESIZE_FILTER_NAME,
+        "conversions": {**conversions, "alpha_background": raw.alpha_background},
         "num_images": int(len(labels)),
         "class_names": list(raw.class_names),
         "class_attributes": {key: list(values) for key, values in raw.class_attributes.items()},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,8 @@ def fit_encoder(
         for step in range(steps_per_epoch):
             batch = permutation[step * batch_size : (step + 1) * batch_size]
             loss = F.cross_entropy(model(to_unit_range(x_all[batch])), y_all[batch])
+            if not math.isfinite(loss.item()):
+                _diverged(f"epoch {epoch + 1}, step {step + 1} (loss {loss.item()})", learning_rate)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -103,6 +106,9 @@ def fit_encoder(
         # KID's polynomial kernel scales with feature magnitude: fix one constant so that features have unit RMS.
         sample = torch.from_numpy(train[: min(len(train), 5000)])
         feature_scale = float(model.features(to_unit_range(x_all[sample])).pow(2).mean().sqrt())
+    non_finite = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if non_finite or not math.isfinite(feature_scale) or feature_scale == 0:
+        _diverged(f"the end of training (non-finite {', '.join(non_finite) or 'features'})", learning_rate)
     summary = {
         "architecture": {
             "channels": channels,
@@ -126,6 +132,13 @@ def fit_encoder(
     return summary
 
 
+def _diverged(where: str, learning_rate: float) -> None:
+    raise BenchmarkError(
+        f"The domain encoder's training diverged at {where}; no encoder was written. Lower encoder.learning_rate "
+        f"(now {learning_rate}) and run the encoder stage again."
+    )
+
+
 def _accuracy(model: DomainEncoder, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
     correct = 0
     for start in range(0, len(labels), batch_size):
@@ -146,8 +159,14 @@ def load_encoder(path: str | Path) -> tuple[DomainEncoder, dict[str, Any]]:
         state = load_file(str(path))
     except Exception as error:  # safetensors raises several types for a damaged file
         raise BenchmarkError(f"Domain encoder {path} is unreadable ({error}). Delete it and rerun the encoder stage.") from error
-    model = DomainEncoder(**summary["architecture"])
-    model.load_state_dict(state)
+    try:
+        model = DomainEncoder(**summary["architecture"])
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise BenchmarkError(
+            f"Domain encoder {path} does not match the architecture it declares ({first_line}). Delete it and rerun the encoder stage."
+        ) from error
     model.eval().requires_grad_(False)
     return model, summary
 

@@ -14,6 +14,7 @@ rate) on the K shots for the adaptation budget.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from benchmark.layout import StageFolder
 from benchmark.methods import AdaptationContext, Hyperparameter, Method
 from benchmark.models import Discriminator, GANModels, Generator
 from benchmark.resume import JsonLog, TrainingState
-from benchmark.training import LOSSES, TrainSettings, discriminator_loss, generator_loss
+from benchmark.training import LOSSES, TrainingDiverged, TrainSettings, discriminator_loss, generator_loss
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,10 @@ def meta_train_gan(
     for iteration in range(start + 1, hp["meta_iterations"] + 1):
         first = (iteration - 1) * hp["meta_batch_size"]
         losses = method.meta_step(models, [task_images(first + b) for b in range(hp["meta_batch_size"])], rng)
+        bad = sorted(name for name, value in losses.items() if not math.isfinite(value))
+        if bad or not all(torch.isfinite(p).all() for p in [*models.generator.parameters(), *models.discriminator.parameters()]):
+            folder.resume.unlink(missing_ok=True)  # resuming would only diverge again
+            raise TrainingDiverged(iteration, f"non-finite {', '.join(bad) or 'meta-parameters'}")
         if iteration % log_every == 0 or iteration in (1, hp["meta_iterations"]):
             rate = (iteration - start) / (time.perf_counter() - started)
             log_file.append({"iteration": iteration, **losses})

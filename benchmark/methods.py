@@ -13,6 +13,7 @@ meta-learning machinery), never a pipeline stage or the metrics: the Snakefile d
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -53,6 +54,8 @@ class Hyperparameter:
             raise BenchmarkError(f"Hyperparameter '{key}' = {value!r} should be of type {expected.__name__}.{hint}")
         if expected in (str, bool) and self.search is not None and value not in self.search:
             raise BenchmarkError(f"Hyperparameter '{key}' = {value!r} is not one of {list(self.search)}.")
+        if expected is float and not math.isfinite(value):
+            raise BenchmarkError(f"Hyperparameter '{key}' = {value!r} is not a finite number.")
         if expected in (int, float) and value < self.minimum:
             raise BenchmarkError(f"Hyperparameter '{key}' = {value!r} is below its minimum {self.minimum}.")
 

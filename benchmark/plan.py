@@ -93,6 +93,9 @@ class Plan:
     def task_source_split(self, task: str) -> str:
         return layout.SOURCE_SPLIT.fill(source=self.config["tasks"][task]["source"])
 
+    def task_source_dataset(self, task: str) -> str:
+        return self.source_dataset(self.config["tasks"][task]["source"])
+
     def artefacts(self, run: AdaptationRun) -> dict[str, str]:
         """The files that provide the artefacts a run's method requires (`Method.requires`)."""
         fields = {"source": self.config["tasks"][run.task]["source"], "seed": run.pretrain_seed, "method": split_variant(run.method)[0]}

@@ -38,9 +38,11 @@ def import_file(path: Path, namespace: str) -> ModuleType:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception:
+    except Exception as error:
         del sys.modules[module_name]
-        raise
+        raise BenchmarkError(
+            f"Plugin file {resolved} fails to import ({type(error).__name__}: {error}). Fix it, or move it out of {resolved.parent}."
+        ) from error
     return module
 
 
@@ -85,7 +87,14 @@ def discover(base: PluginT, folders: list[Path], entry_point_group: str, namespa
                 ):
                     add(value, str(path))
     for entry_point in importlib.metadata.entry_points(group=entry_point_group):
-        value = entry_point.load()
+        try:
+            value = entry_point.load()
+        except Exception as error:
+            package = entry_point.dist.name if entry_point.dist is not None else "an installed package"
+            raise BenchmarkError(
+                f"Entry point '{entry_point.name}' = {entry_point.value} in group {entry_point_group}, declared by {package}, "
+                f"fails to load ({type(error).__name__}: {error}). Reinstall or uninstall {package}."
+            ) from error
         if not (isinstance(value, type) and issubclass(value, base)):
             raise BenchmarkError(
                 f"Entry point '{entry_point.name}' in group {entry_point_group} is {value!r}, "

@@ -46,7 +46,10 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def configure_determinism(threads: int | None) -> None:
-    """Same seed, same numbers on CPU: deterministic kernels and a fixed thread count."""
+    """Same seed, same numbers on CPU: deterministic kernels, a fixed thread count, and torch's global generator
+    in a fixed state (torch seeds it at random in every process; stages draw from their own seeded generators,
+    but checkpoints store the global state, which would make two identical runs' files differ)."""
+    torch.manual_seed(0)
     torch.use_deterministic_algorithms(True, warn_only=True)
     if threads:
         torch.set_num_threads(threads)

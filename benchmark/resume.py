@@ -9,9 +9,11 @@ together with the restored random states, a job killed at any point ends bit-ide
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Iterable
+import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +22,7 @@ import torch
 from benchmark.checkpoint import load_checkpoint, save_checkpoint
 from benchmark.errors import BenchmarkError
 from benchmark.io import atomic_write_text
+from benchmark.layout import StageFolder
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,11 @@ class TrainingState:
         if path is None:
             return 0
         state = load_checkpoint(path, device)
+        if state.get("status") == "diverged":
+            raise BenchmarkError(
+                f"{path} records a run that diverged at step {state.get('step')} ({state.get('reason')}). Delete the run folder "
+                f"{path.parent} to run it again."
+            )
         changed = settings_differences(json.loads(state["identity_json"]), self.identity)
         if changed:
             raise BenchmarkError(
@@ -106,3 +114,25 @@ class JsonLog:
         if self.path.exists():
             lines = self.path.read_text().splitlines()
             self.lines = [line for line in lines if json.loads(line)[self.step_key] <= step]
+
+
+@contextlib.contextmanager
+def job_folder(path: Path) -> Iterator[StageFolder]:
+    """A training job's output folder, never left with a failed job's partial outputs. When the job fails without a
+    mid-run checkpoint (`resume.pt`) to continue from, what it wrote is removed: the whole folder if the job
+    created it, else the entries that were not there before (a workflow manager may have made the folder)."""
+    folder = StageFolder(path)
+    before = set(folder.path.iterdir()) if folder.path.is_dir() else None
+    try:
+        yield folder
+    except BaseException:
+        if folder.path.is_dir() and not folder.resume.exists():
+            if before is None:
+                shutil.rmtree(folder.path)
+            else:
+                for entry in set(folder.path.iterdir()) - before:
+                    if entry.is_dir():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+        raise

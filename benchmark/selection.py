@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from benchmark.errors import BenchmarkError
 from benchmark.layout import StageFolder
 
 FINAL, SELECTED, ORACLE = "final", "validation-selected", "oracle (reference-selected)"
@@ -23,8 +24,13 @@ def validation_scores(run_dir: str | Path) -> dict[int, dict[str, float]]:
     log_path = StageFolder(run_dir).train_log
     if not log_path.is_file():
         return {}
-    entries = (json.loads(line) for line in log_path.read_text().splitlines() if line.strip())
-    return {int(entry["step"]): entry["eval"] for entry in entries if "eval" in entry}
+    try:
+        entries = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        return {int(entry["step"]): entry["eval"] for entry in entries if "eval" in entry}
+    except (ValueError, KeyError, TypeError) as error:
+        raise BenchmarkError(
+            f"{log_path} is damaged ({type(error).__name__}: {error}). Delete the run folder {log_path.parent} and rerun its adaptation."
+        ) from error
 
 
 def best_step(scores: dict[int, float]) -> int:

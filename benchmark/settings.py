@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Self
 
-from benchmark.config import complete
+from benchmark.config import complete, max_seed
 from benchmark.errors import BenchmarkError
 from benchmark.layout import RUN
 
@@ -28,6 +28,14 @@ class AdaptationRun:
     seed: int
     split_draw: int  # which draw of K shots from the task's shot pool
     pretrain_seed: int  # which source pretraining (or meta-training) it starts from
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            expected = str if name in ("task", "method") else int
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise BenchmarkError(f"AdaptationRun: '{name}' = {value!r} should be of type {expected.__name__}.")
+            if expected is int and not 0 <= value <= max_seed():
+                raise BenchmarkError(f"AdaptationRun: '{name}' = {value} is outside 0..{max_seed()}.")
 
     @property
     def run_dir(self) -> str:
@@ -67,6 +75,10 @@ class StageSettings:
             problems = [f"{what} key(s) {', '.join(keys)}" for what, keys in (("unknown", unknown), ("missing", missing)) if keys]
             raise BenchmarkError(f"{cls.__name__}: {'; '.join(problems)}. The settings take: {', '.join(names)}.")
         value = {**value, **{name: complete(section, value[name]) for name, section in cls.sections.items()}}
+        for name in names:
+            seed = value[name]
+            if name.endswith("seed") and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= max_seed()):
+                raise BenchmarkError(f"{cls.__name__}: '{name}' = {seed!r} should be an integer from 0 to {max_seed()}.")
         return cls(**cls._parse(value))
 
     @classmethod

@@ -101,6 +101,7 @@ def build_task_manifest(
     name: str,
     spec: dict[str, Any],
     source_manifest: dict[str, Any],
+    source: PreparedDataset,
     target: PreparedDataset,
     shots: list[int],
     split_draws: int,
@@ -119,18 +120,25 @@ def build_task_manifest(
             f"+ shot_pool_size ({shot_pool_size}) + two reference images. Lower K, the validation size or "
             "the shot pool, or select more target images."
         )
-    if source_manifest["dataset"]["name"] == target.metadata["name"]:
-        overlap = np.intersect1d(pool, source_manifest["train"]["indices"])
-        if len(overlap):
-            raise BenchmarkError(
-                f"{what}: {len(overlap)} target images are also source training images (same dataset). Make the "
-                "source and target selections disjoint."
-            )
+    check_dataset_matches(source_manifest["dataset"], source, f"the manifest of source '{source_manifest['name']}'")
+    # By content, not by dataset name: the same files may be declared under two dataset names.
+    source_images = {hashlib.sha256(image.tobytes()).digest() for image in source.images[source_manifest["train"]["indices"]]}
+    shared = sum(hashlib.sha256(image.tobytes()).digest() in source_images for image in target.images[pool])
+    if shared:
+        raise BenchmarkError(
+            f"{what}: {shared} target images are also source training images (the same pixels, whatever the dataset "
+            "names). Make the source and target selections disjoint."
+        )
     order = _rng(split_seed, f"task:{name}").permutation(pool)
     validation = np.sort(order[:validation_size])
     shot_pool = order[validation_size : validation_size + shot_pool_size]
     reference = order[validation_size + shot_pool_size :]
     if spec.get("reference_size") is not None:
+        if spec["reference_size"] > len(reference):
+            raise BenchmarkError(
+                f"{what}: reference_size is {spec['reference_size']}, but only {len(reference)} target images remain after "
+                f"the validation split and the shot pool. Lower reference_size, or set it to null to use all {len(reference)}."
+            )
         reference = reference[: spec["reference_size"]]
     draws = {}
     for k in sorted(shots):
@@ -175,7 +183,58 @@ def read_manifest(path: str | Path, kind: str) -> dict[str, Any]:
         raise BenchmarkError(f"Split manifest {path} is empty or unreadable ({error}). Delete it and rerun the split stage.") from error
     if not isinstance(manifest, dict) or manifest.get("kind") != kind or manifest.get("manifest_version") != MANIFEST_VERSION:
         raise BenchmarkError(f"{path} is not a version-{MANIFEST_VERSION} {kind} manifest. Delete it and rerun the split stage.")
+    try:
+        problem = _verification_problem(manifest, kind)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        problem = f"its structure is damaged ({type(error).__name__}: {error})"
+    if problem:
+        raise BenchmarkError(f"Split manifest {path} was changed after the split stage wrote it: {problem}. Delete it and rerun the split stage.")
     return manifest
+
+
+def _index_blocks(manifest: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    if kind == "source":
+        return {"train": manifest["train"]}
+    if kind == "task":
+        target = manifest["target"]
+        return {"source train": manifest["source"]["train"], **{name: target[name] for name in ("reference", "validation", "shot_pool")}}
+    return {}
+
+
+def _verification_problem(manifest: dict[str, Any], kind: str) -> str | None:
+    """What is wrong with a manifest's index blocks and shots, or None: each block's count and hash must match its
+    indices, indices are non-negative integers, a task's reference, validation and shot pool are disjoint, every
+    draw of K shots is K distinct shot-pool images, and a meta-task's support and query are disjoint."""
+    for name, block in _index_blocks(manifest, kind).items():
+        indices = block["indices"]
+        if not all(isinstance(index, int) and not isinstance(index, bool) and index >= 0 for index in indices):
+            return f"the {name} block holds an index that is not a non-negative integer"
+        if block["count"] != len(indices) or block["sha256"] != sha256_json(indices):
+            return f"the {name} block's indices no longer match its count and hash"
+    if kind == "task":
+        target = manifest["target"]
+        reference, validation, pool = (set(target[name]["indices"]) for name in ("reference", "validation", "shot_pool"))
+        if reference & validation or reference & pool or validation & pool:
+            return "its reference set, validation split and shot pool overlap"
+        for k, draws in target["shots"].items():
+            for draw, shots in enumerate(draws):
+                if len(shots) != int(k) or len(set(shots)) != len(shots) or not set(shots) <= pool:
+                    return f"draw {draw} of K = {k} is not {k} distinct images of the shot pool"
+    if kind == "meta":
+        for number, task in enumerate(manifest["tasks"]):
+            if not task["support"] or not task["query"] or set(task["support"]) & set(task["query"]):
+                return f"meta-task {number} has an empty or overlapping support and query"
+    return None
+
+
+def _all_indices(manifest: dict[str, Any], kind: str) -> list[int]:
+    """Every index into the manifest's own dataset (a task's source block indexes the source's dataset)."""
+    blocks = _index_blocks(manifest, kind)
+    blocks.pop("source train", None)
+    indices = [index for block in blocks.values() for index in block["indices"]]
+    if kind == "meta":
+        indices = [index for task in manifest["tasks"] for index in task["support"] + task["query"]]
+    return indices
 
 
 # Where each kind of manifest records the dataset it indexes.
@@ -191,6 +250,12 @@ def load_split(manifest_path: str | Path, kind: str, dataset_path: str | Path) -
     for key in _DATASET_BLOCK[kind]:
         block = block[key]
     check_dataset_matches(block, dataset, manifest_path)
+    beyond = [index for index in _all_indices(manifest, kind) if not 0 <= index < len(dataset.labels)]
+    if beyond:
+        raise BenchmarkError(
+            f"Split manifest {manifest_path} indexes image {beyond[0]}, but dataset '{block['name']}' has {len(dataset.labels)} images. "
+            "Delete the manifest and rerun the split stage."
+        )
     return manifest, dataset
 
 

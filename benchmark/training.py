@@ -90,6 +90,11 @@ class TrainingDiverged(BenchmarkError):
         self.reason = reason
 
 
+class NonFiniteSamples(BenchmarkError):
+    """A generator produced NaN or infinite pixels (non-finite weights or BatchNorm statistics). Cast to uint8
+    they would become plain black images that score as if real."""
+
+
 def _check_loss(kind: str) -> None:
     if kind not in LOSSES:
         raise BenchmarkError(f"Loss '{kind}' is unknown; use one of {', '.join(LOSSES)}.")
@@ -126,7 +131,11 @@ def generate(generator: Generator, count: int, seed: int, device: torch.device, 
     batches = []
     for start in range(0, count, batch_size):
         z = torch.randn(min(batch_size, count - start), generator.z_dim, generator=noise_rng).to(device)
-        batches.append(generator(z).clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu())
+        images = generator(z)
+        if not torch.isfinite(images).all():
+            generator.train(was_training)
+            raise NonFiniteSamples("the generator produces non-finite pixels (NaN or infinite weights or BatchNorm statistics)")
+        batches.append(images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu())
     generator.train(was_training)
     return torch.cat(batches).numpy()
 
@@ -191,10 +200,19 @@ def train_gan(
         log_file.write()
         state.save(folder.checkpoint if step == settings.steps else folder.resume, step)
 
+    def diverge(step: int, reason: str) -> None:
+        log_file.append({"step": step, "diverged": reason})
+        log_file.write()
+        folder.resume.unlink(missing_ok=True)  # resuming would only diverge again at the same step
+        raise TrainingDiverged(step, reason)
+
     def run_evaluation(step: int) -> None:
         if evaluate is not None:
             evaluated = ema if ema is not None else generator
-            result = evaluate(evaluated, step)
+            try:
+                result = evaluate(evaluated, step)
+            except NonFiniteSamples:
+                diverge(step, "non-finite generated images")
             log_file.append({"step": step, "eval": result})
             log.info("step %d: evaluation %s", step, result)
             if step != settings.steps:  # the last step's generator is in checkpoint.pt
@@ -221,11 +239,7 @@ def train_gan(
         values = {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
-            diverged = TrainingDiverged(step, f"non-finite {', '.join(bad)}")
-            log_file.append({"step": step, "diverged": diverged.reason})
-            log_file.write()
-            folder.resume.unlink(missing_ok=True)  # resuming would only diverge again at the same step
-            raise diverged
+            diverge(step, f"non-finite {', '.join(bad)}")
         if step % settings.log_every == 0 or step in (1, settings.steps):
             now = time.perf_counter()
             rate = (step - last_step) / max(now - last_time, 1e-9)

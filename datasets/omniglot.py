@@ -26,6 +26,7 @@ FIRST_ID = {"background": 1, "evaluation": 965}  # alphabets.csv ids: npz index 
 class Omniglot(DataSource):
     name = "omniglot"
     description = "Omniglot characters (npz pair + alphabets.csv, or torchvision's folder layout)"
+    option_names = ("root", "subsets", "layout")
 
     def load(self) -> RawDataset:
         root = expand_path(self.option("root"))

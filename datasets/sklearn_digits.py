@@ -12,6 +12,7 @@ from benchmark.data import DataSource, RawDataset
 class SklearnDigits(DataSource):
     name = "sklearn_digits"
     description = "scikit-learn's bundled 8x8 digits (1,797 images)"
+    option_names = ()
 
     def load(self) -> RawDataset:
         import sklearn.datasets

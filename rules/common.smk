@@ -6,11 +6,13 @@ import shutil
 import sys
 
 from benchmark import layout
-from benchmark.config import validate_config
+from benchmark.config import read_config_file, validate_config
 from benchmark.errors import BenchmarkError
 from benchmark.plan import Plan
 
 try:
+    for path in [*workflow.overwrite_configfiles, *workflow.configfiles]:
+        read_config_file(path)  # Snakemake's own reading keeps the last of a key written twice: refuse it
     validate_config(config)
     PLAN = Plan(config)  # also resolves the method names: unknown ones fail here, listing the available ones
 except BenchmarkError as error:

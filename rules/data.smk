@@ -51,6 +51,7 @@ rule split_meta:
 rule split_task:
     input:
         source=lambda w: PLAN.task_source_split(w.task),
+        source_dataset=lambda w: PLAN.task_source_dataset(w.task),
         dataset=lambda w: PLAN.task_dataset(w.task),
     output:
         layout.TASK_SPLIT,
@@ -63,7 +64,7 @@ rule split_task:
         layout.log("split_task", layout.TASK_KEY),
     shell:
         "ganbench split-task --name {wildcards.task} --settings {params.settings} --source-manifest {input.source} "
-        "--dataset {input.dataset} --output {output} 2>&1 | tee {log}"
+        "--source-dataset {input.source_dataset} --dataset {input.dataset} --output {output} 2>&1 | tee {log}"
 
 
 rule train_encoder:

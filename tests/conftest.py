@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+from benchmark.checkpoint import save_checkpoint
 from benchmark.config import data_root
 from benchmark.data import PreparedDataset, prepare_dataset
 from benchmark.encoder import fit_encoder
 from benchmark.metrics import EvaluationSets
+from benchmark.models import Architecture, GANModels
 from benchmark.splits import build_source_manifest, build_task_manifest, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +113,48 @@ def task_files(tmp_path_factory, digits):
         "shot_pool_size": 20,
     }
     manifest = folder / "task.json"
-    write_manifest(manifest, build_task_manifest("digits_high", spec, source, digits, [5], 1, 0))
+    write_manifest(manifest, build_task_manifest("digits_high", spec, source, digits, digits, [5], 1, 0))
     encoder = folder / "encoder.safetensors"
     fit_encoder(digits.images[:600], digits.labels[:600], digits.class_names, 1, 64, 1e-3, 0, 0.0, encoder, {"test": True})
     return {"data": data, "manifest": manifest, "encoder": encoder}
+
+
+def assert_one_clear_error(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    """Exit status 2, one `error:` line holding every phrase, and no traceback."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    for phrase in phrases:
+        assert phrase in errors[0], (phrase, errors[0])
+
+
+TINY_ARCH = {"z_dim": 16, "width": 8}
+
+
+def adapt_settings(method: str = "finetune", steps: int = 5, **changes) -> dict:
+    """Settings of a short `ganbench adapt` run on the `task_files` task; `changes` replace top-level keys."""
+    settings = {
+        "run": {"task": "digits_high", "shots": 5, "method": method, "seed": 0, "split_draw": 0, "pretrain_seed": 0},
+        "method_hparams": {}, "architecture": TINY_ARCH, "train": {"steps": steps, "batch_size": 8}, "device": "cpu",
+        "evaluation": {"num_generated": 60, "validation_num_generated": 20, "kid_subset_size": 10, "kid_subsets": 2, "seed": 0},
+    }  # fmt: skip
+    return {**settings, **changes}
+
+
+def adapt_cli(
+    files: dict[str, Path], run_dir: Path, artefacts: dict[str, Path] | None = None, env: dict[str, str] | None = None, **settings
+) -> subprocess.CompletedProcess:
+    """`ganbench adapt` on the `task_files` task (settings: see `adapt_settings`)."""
+    named = [arg for name, path in (artefacts or {}).items() for arg in ("--artefact", f"{name}={path}")]
+    return run_cli(
+        "adapt", "--settings", json.dumps(adapt_settings(**settings)), "--manifest", str(files["manifest"]), "--dataset", str(files["data"]),
+        "--encoder", str(files["encoder"]), *named, "--output-dir", str(run_dir), env=env,
+    )  # fmt: skip
+
+
+def write_source_checkpoint(path: Path, arch: Architecture) -> Path:
+    """A source checkpoint as pretraining writes one (fresh weights), for the transfer methods to start from."""
+    models = GANModels.fresh(arch, 0)
+    payload = {"step": 1, "architecture": arch.to_dict(), "identity_json": "{}", "generator": models.generator.state_dict()}
+    save_checkpoint(path, {**payload, "discriminator": models.discriminator.state_dict(), "generator_ema": None})
+    return path

@@ -17,9 +17,8 @@ import yaml
 from PIL import Image
 
 from benchmark import layout
-from benchmark.checkpoint import save_checkpoint
-from benchmark.models import Architecture, GANModels
-from conftest import REPO, run_cli
+from benchmark.models import Architecture
+from conftest import REPO, adapt_cli, assert_one_clear_error, run_cli, write_source_checkpoint
 
 ARCH = {"z_dim": 16, "width": 8}
 
@@ -39,20 +38,12 @@ def _prepare(root: Path, output: Path) -> subprocess.CompletedProcess:
     return run_cli("prepare-data", "--name", "mine", "--settings", json.dumps(settings), "--output", str(output))
 
 
-def _assert_one_clear_error(result: subprocess.CompletedProcess, *phrases: str) -> None:
-    assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    for phrase in phrases:
-        assert phrase in errors[0], (phrase, errors[0])
-
-
 def test_corrupt_image_file_is_named(tmp_path):
     root = _image_folder(tmp_path / "images")
     broken = root / "class1" / "1.png"
     broken.write_bytes(broken.read_bytes()[:40])  # a PNG cut short
     result = _prepare(root, tmp_path / "out" / "mine.npz")
-    _assert_one_clear_error(result, str(broken), "not a readable image", "Replace or remove the file")
+    assert_one_clear_error(result, str(broken), "not a readable image", "Replace or remove the file")
     assert not (tmp_path / "out").exists()
 
 
@@ -60,7 +51,7 @@ def test_non_image_file_in_an_image_folder_is_named(tmp_path):
     root = _image_folder(tmp_path / "images")
     (root / "class0" / "notes.txt").write_text("not an image")
     result = _prepare(root, tmp_path / "out" / "mine.npz")
-    _assert_one_clear_error(result, "notes.txt", "is not an image file", "Remove it from the dataset folder")
+    assert_one_clear_error(result, "notes.txt", "is not an image file", "Remove it from the dataset folder")
     assert not (tmp_path / "out").exists()
 
 
@@ -68,13 +59,13 @@ def test_empty_class_folder_is_named(tmp_path):
     root = _image_folder(tmp_path / "images")
     (root / "class2").mkdir()
     result = _prepare(root, tmp_path / "out" / "mine.npz")
-    _assert_one_clear_error(result, str(root / "class2"), "is empty", "Add images to it or remove it")
+    assert_one_clear_error(result, str(root / "class2"), "is empty", "Add images to it or remove it")
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_data_directory_is_named(tmp_path):
     result = _prepare(tmp_path / "nowhere", tmp_path / "out" / "mine.npz")
-    _assert_one_clear_error(result, str(tmp_path / "nowhere"), "does not exist", "Fix the dataset's `root` option")
+    assert_one_clear_error(result, str(tmp_path / "nowhere"), "does not exist", "Fix the dataset's `root` option")
     assert not (tmp_path / "out").exists()
 
 
@@ -123,36 +114,21 @@ def test_number_written_as_text(tmp_path):
 
 
 def _adapt_finetune(files: dict[str, Path], source_checkpoint: Path, run_dir: Path) -> subprocess.CompletedProcess:
-    settings = {
-        "run": {"task": "digits_high", "shots": 5, "method": "finetune", "seed": 0, "split_draw": 0, "pretrain_seed": 0},
-        "method_hparams": {}, "architecture": ARCH, "train": {"steps": 5, "batch_size": 8}, "device": "cpu",
-        "evaluation": {"validation_num_generated": 20, "kid_subset_size": 10, "kid_subsets": 2, "seed": 0},
-    }  # fmt: skip
-    return run_cli(
-        "adapt", "--settings", json.dumps(settings), "--manifest", str(files["manifest"]), "--dataset", str(files["data"]),
-        "--encoder", str(files["encoder"]), "--artefact", f"source_checkpoint={source_checkpoint}", "--output-dir", str(run_dir),
-    )  # fmt: skip
-
-
-def _source_checkpoint(path: Path, arch: Architecture) -> Path:
-    models = GANModels.fresh(arch, 0)
-    payload = {"step": 1, "architecture": arch.to_dict(), "identity_json": "{}", "generator": models.generator.state_dict()}
-    save_checkpoint(path, {**payload, "discriminator": models.discriminator.state_dict(), "generator_ema": None})
-    return path
+    return adapt_cli(files, run_dir, method="finetune", artefacts={"source_checkpoint": source_checkpoint})
 
 
 def test_checkpoint_of_a_different_architecture_names_the_difference(tmp_path, task_files):
-    wider = _source_checkpoint(tmp_path / "source.pt", Architecture.from_config({"z_dim": 16, "width": 16}, image_size=28, channels=1))
+    wider = write_source_checkpoint(tmp_path / "source.pt", Architecture.from_config({"z_dim": 16, "width": 16}, image_size=28, channels=1))
     result = _adapt_finetune(task_files, wider, tmp_path / "run")
-    _assert_one_clear_error(result, str(wider), "different architecture", "width: checkpoint 16 vs config 8", "Use a matching config")
+    assert_one_clear_error(result, str(wider), "different architecture", "width: checkpoint 16 vs config 8", "Use a matching config")
     assert not (tmp_path / "run").exists()
 
 
 def test_truncated_checkpoint_file(tmp_path, task_files):
-    path = _source_checkpoint(tmp_path / "source.pt", Architecture.from_config(ARCH, image_size=28, channels=1))
+    path = write_source_checkpoint(tmp_path / "source.pt", Architecture.from_config(ARCH, image_size=28, channels=1))
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     result = _adapt_finetune(task_files, path, tmp_path / "run")
-    _assert_one_clear_error(result, str(path), "truncated or corrupt", "Delete it and rerun its stage")
+    assert_one_clear_error(result, str(path), "truncated or corrupt", "Delete it and rerun its stage")
     assert not (tmp_path / "run").exists()
 
 
@@ -162,7 +138,7 @@ def test_empty_or_unreadable_split_manifest(tmp_path, task_files, content):
     manifest.write_text(content)
     files = {**task_files, "manifest": manifest}
     result = _adapt_finetune(files, tmp_path / "unused.pt", tmp_path / "run")
-    _assert_one_clear_error(result, str(manifest), "empty or unreadable")
+    assert_one_clear_error(result, str(manifest), "empty or unreadable")
     assert not (tmp_path / "run").exists()
 
 
@@ -190,5 +166,5 @@ def test_checkpoint_carrying_a_pickle_payload_is_refused_without_running_it(tmp_
     assert "pathlib Path" in imported and {"touch", marker.name} <= strings and ("REDUCE", None) in operations
 
     result = _adapt_finetune(task_files, evil, tmp_path / "run")
-    _assert_one_clear_error(result, str(evil), "refused without being executed")
+    assert_one_clear_error(result, str(evil), "refused without being executed")
     assert not marker.exists() and not (tmp_path / "run").exists()

@@ -67,7 +67,7 @@ def test_throwaway_method_from_a_temporary_file_runs_end_to_end(tmp_path, digits
     for command in (
         ["split-source", "--name", "low", "--settings", json.dumps(source_settings), "--dataset", str(data), "--output", str(source)],
         ["split-task", "--name", "t", "--settings", json.dumps({"spec": spec, "shots": [5], "split_draws": 1, "split_seed": 0}),
-         "--source-manifest", str(source), "--dataset", str(data), "--output", str(task)],
+         "--source-manifest", str(source), "--source-dataset", str(data), "--dataset", str(data), "--output", str(task)],
         ["train-encoder", "--settings", json.dumps(encoder_settings), "--manifests", str(task), "--dataset", f"digits={data}", "--output", str(encoder)],
     ):  # fmt: skip
         result = run_cli(*command)
@@ -117,6 +117,7 @@ def test_entry_point_of_an_installed_package_is_discovered(tmp_path):
         ("freeze_d", {"frozen_blocks": "1"}, "should be of type int"),
         ("l2sp", {"form": "max"}, "is not one of"),
         ("ewc", {"fisher_batches": 0}, "below its minimum"),
+        ("l2sp", {"lambda_g": float("nan")}, "is not a finite number"),
     ],
 )
 def test_bad_hyperparameter_values_are_refused_by_name(name, hparams, message):

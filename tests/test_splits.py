@@ -22,7 +22,7 @@ TASK = {
 
 def _manifests(digits, split_seed=0, shots=(1, 5, 10), draws=3):
     source = build_source_manifest("low", {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, digits, split_seed)
-    return source, build_task_manifest("digits_high", TASK, source, digits, list(shots), draws, split_seed)
+    return source, build_task_manifest("digits_high", TASK, source, digits, digits, list(shots), draws, split_seed)
 
 
 def test_blocks_are_disjoint_and_shots_nested(digits):
@@ -58,19 +58,8 @@ def test_cli_writes_identical_manifests_twice(tmp_path, digits):
     for run in ("a", "b"):
         source_path, task_path = tmp_path / run / "source.json", tmp_path / run / "task.json"
         assert run_cli("split-source", "--name", "low", "--settings", settings, "--dataset", str(data), "--output", str(source_path)).returncode == 0
-        result = run_cli(
-            "split-task",
-            "--name",
-            "digits_high",
-            "--settings",
-            task_settings,
-            "--source-manifest",
-            str(source_path),
-            "--dataset",
-            str(data),
-            "--output",
-            str(task_path),
-        )
+        files = ["--source-manifest", str(source_path), "--source-dataset", str(data), "--dataset", str(data), "--output", str(task_path)]
+        result = run_cli("split-task", "--name", "digits_high", "--settings", task_settings, *files)
         assert result.returncode == 0, result.stderr
         outputs.append(task_path.read_bytes())
     assert outputs[0] == outputs[1]
@@ -80,16 +69,16 @@ def test_cli_writes_identical_manifests_twice(tmp_path, digits):
 def test_k_larger_than_available_is_one_clear_error(digits):
     source = build_source_manifest("low", {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, digits, 0)
     with pytest.raises(BenchmarkError, match="exceed its shot_pool_size"):
-        build_task_manifest("t", TASK, source, digits, [61], 1, 0)
+        build_task_manifest("t", TASK, source, digits, digits, [61], 1, 0)
     too_big = {**TASK, "validation_size": 900}
     with pytest.raises(BenchmarkError, match="fewer than validation_size"):
-        build_task_manifest("t", too_big, source, digits, [5], 1, 0)
+        build_task_manifest("t", too_big, source, digits, digits, [5], 1, 0)
 
 
 def test_overlapping_source_and_target_is_refused(digits):
     source = build_source_manifest("all", {"dataset": "digits"}, digits, 0)
     with pytest.raises(BenchmarkError, match="also source training images"):
-        build_task_manifest("t", TASK, source, digits, [5], 1, 0)
+        build_task_manifest("t", TASK, source, digits, digits, [5], 1, 0)
 
 
 def test_unknown_class_and_attribute_are_named(digits):
@@ -113,7 +102,7 @@ def test_omniglot_alphabet_task_on_real_data():
     omniglot = prepare_dataset("omniglot", "omniglot", {"root": str(SHARED / "omniglot")}, 28, 1)
     source = build_source_manifest("background", {"dataset": "omniglot", "where": {"subset": "background"}}, omniglot, 0)
     spec = {**TASK, "target": {"dataset": "omniglot", "where": {"alphabet": "Malayalam"}}, "shot_pool_size": 100}
-    task = build_task_manifest("malayalam", spec, source, omniglot, [10], 3, 0)
+    task = build_task_manifest("malayalam", spec, source, omniglot, omniglot, [10], 3, 0)
     assert source["train"]["count"] == 964 * 20
     assert task["target"]["reference"]["count"] == 47 * 20 - 100 - 100
     alphabets = omniglot.class_attributes["alphabet"]

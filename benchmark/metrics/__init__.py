@@ -5,6 +5,16 @@
 """
 
 from benchmark.metrics.features import FeatureExtractor, FeatureSpace, feature_space
-from benchmark.metrics.suite import SUITE_METRICS, DistanceScorer, EvaluationSets, MetricSettings, MetricSuite
+from benchmark.metrics.suite import SUITE_METRICS, DistanceScorer, EvaluationSets, MetricSettings, MetricSuite, check_reference_size
 
-__all__ = ["SUITE_METRICS", "DistanceScorer", "EvaluationSets", "FeatureExtractor", "FeatureSpace", "MetricSettings", "MetricSuite", "feature_space"]
+__all__ = [
+    "SUITE_METRICS",
+    "DistanceScorer",
+    "EvaluationSets",
+    "FeatureExtractor",
+    "FeatureSpace",
+    "MetricSettings",
+    "MetricSuite",
+    "check_reference_size",
+    "feature_space",
+]

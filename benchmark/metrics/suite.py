@@ -76,16 +76,23 @@ class EvaluationSets:
     shots: np.ndarray
 
 
+def check_reference_size(n_reference: int, settings: MetricSettings) -> None:
+    """The k-NN metrics need more reference images than their k; adaptation checks this before it trains, so that
+    a too-small reference set is found before the run, not at its evaluation."""
+    if n_reference <= settings.nearest_k or n_reference < settings.class_neighbours:
+        raise BenchmarkError(
+            f"The reference set has {n_reference} images; precision/recall/density/coverage need more than "
+            f"evaluation.nearest_k = {settings.nearest_k}, and the class-mode classifier at least evaluation.class_neighbours "
+            f"= {settings.class_neighbours}. Use a larger reference set (the task's reference_size) or smaller k."
+        )
+
+
 class MetricSuite:
     def __init__(self, sets: EvaluationSets, space: FeatureSpace, encoder_path: str, settings: MetricSettings, device: torch.device) -> None:
         started = time.perf_counter()
         self.settings, self.space = settings, space
         self.n_real = len(sets.reference)
-        if self.n_real <= settings.nearest_k:
-            raise BenchmarkError(
-                f"The reference set has {self.n_real} images; precision/recall/density/coverage need more than "
-                f"evaluation.nearest_k = {settings.nearest_k}. Use a larger reference set or a smaller nearest_k."
-            )
+        check_reference_size(self.n_real, settings)
         self.extract = FeatureExtractor(space, device)
         self.real = self.extract(sets.reference)
         self.real_statistics = fid_features_to_statistics(self.real)

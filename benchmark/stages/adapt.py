@@ -23,9 +23,10 @@ from benchmark.hashing import sha256_file, sha256_json
 from benchmark.io import atomic_write_json
 from benchmark.layout import StageFolder
 from benchmark.methods import AdaptationContext, get_method
-from benchmark.metrics import DistanceScorer, FeatureSpace, feature_space
+from benchmark.metrics import DistanceScorer, FeatureSpace, MetricSettings, check_reference_size, feature_space
 from benchmark.models import Generator
 from benchmark.provenance import environment
+from benchmark.resume import job_folder
 from benchmark.settings import AdaptSettings
 from benchmark.splits import shots_for
 from benchmark.stage_inputs import open_stage_inputs
@@ -37,55 +38,57 @@ log = logging.getLogger(__name__)
 def adapt(settings: AdaptSettings, manifest: Path, dataset: Path, encoder: Path, artefacts: dict[str, Path], output_dir: Path) -> None:
     """`manifest`: the task's split manifest; `dataset`: its target dataset; `artefacts`: name -> file of each
     artefact the method requires. Writes checkpoint.pt, train_log.jsonl, snapshots/ and config.json."""
-    run = settings.run
-    inputs = open_stage_inputs(manifest, "task", dataset, settings.device, settings.architecture)
-    task, target, arch, device = inputs.manifest, inputs.dataset, inputs.arch, inputs.device
-    if task["name"] != run.task:
-        raise BenchmarkError(
-            f"{manifest} is the manifest of task '{task['name']}', but the settings are for task '{run.task}'. Pass the manifest of '{run.task}'."
-        )
-    shot_indices = shots_for(task, run.shots, run.split_draw)
-    method = get_method(run.method)(**settings.method_hparams)
-    evaluation = settings.evaluation
-    space = feature_space(encoder, evaluation["inception_weights"])
-    identity = {
-        "stage": "adapt",
-        **asdict(run),
-        "task_kind": task["task_kind"],
-        "method_paper": method.paper,
-        "method_hparams": method.hparams,
-        "shot_indices": shot_indices,
-        "task_manifest_sha256": sha256_json(task),
-        "target_dataset_sha256": target.content_sha256,
-        "artefacts_sha256": {name: sha256_file(path) for name, path in sorted(artefacts.items())},
-        "architecture": arch.to_dict(),
-        "feature_space": space.as_record(),
-    }
-    models = method.initialise(AdaptationContext(arch=arch, seed=run.seed, device=device, artefacts=artefacts))
-    log.info("adapting '%s' to task '%s', K=%d, seed %d (draw %d) on %s", run.method, run.task, run.shots, run.seed, run.split_draw, device)
-    validation = target.images[task["target"]["validation"]["indices"]]
-    outcome: dict[str, Any] = {"status": "completed"}
-    try:
-        train_gan(
-            models,
-            as_training_tensor(target.images[shot_indices], device),
-            TrainSettings.from_config(settings.train),
-            run.seed,
-            output_dir,
-            method,
-            identity,
-            evaluate=validation_evaluator(validation, space, evaluation, device),
-        )
-    except TrainingDiverged as diverged:
-        # A diverged run is a result, not a crash: it is recorded, and the rest of the benchmark goes on.
-        log.error("run %s diverged at step %d (%s): recorded as diverged", output_dir, diverged.step, diverged.reason)
-        outcome = {"status": "diverged", "diverged_at_step": diverged.step, "divergence_reason": diverged.reason}
-        save_checkpoint(
-            StageFolder(output_dir).checkpoint,
-            {"status": "diverged", "step": diverged.step, "reason": diverged.reason, "architecture": arch.to_dict()},
-        )
-    record = {**identity, "train_settings": settings.train, "evaluation": evaluation, **outcome, "environment": environment()}
-    atomic_write_json(StageFolder(output_dir).config, record)
+    with job_folder(output_dir):
+        run = settings.run
+        inputs = open_stage_inputs(manifest, "task", dataset, settings.device, settings.architecture)
+        task, target, arch, device = inputs.manifest, inputs.dataset, inputs.arch, inputs.device
+        if task["name"] != run.task:
+            raise BenchmarkError(
+                f"{manifest} is the manifest of task '{task['name']}', but the settings are for task '{run.task}'. Pass the manifest of '{run.task}'."
+            )
+        shot_indices = shots_for(task, run.shots, run.split_draw)
+        check_reference_size(task["target"]["reference"]["count"], MetricSettings.from_config(settings.evaluation))
+        method = get_method(run.method)(**settings.method_hparams)
+        evaluation = settings.evaluation
+        space = feature_space(encoder, evaluation["inception_weights"])
+        identity = {
+            "stage": "adapt",
+            **asdict(run),
+            "task_kind": task["task_kind"],
+            "method_paper": method.paper,
+            "method_hparams": method.hparams,
+            "shot_indices": shot_indices,
+            "task_manifest_sha256": sha256_json(task),
+            "target_dataset_sha256": target.content_sha256,
+            "artefacts_sha256": {name: sha256_file(path) for name, path in sorted(artefacts.items())},
+            "architecture": arch.to_dict(),
+            "feature_space": space.as_record(),
+        }
+        models = method.initialise(AdaptationContext(arch=arch, seed=run.seed, device=device, artefacts=artefacts))
+        log.info("adapting '%s' to task '%s', K=%d, seed %d (draw %d) on %s", run.method, run.task, run.shots, run.seed, run.split_draw, device)
+        validation = target.images[task["target"]["validation"]["indices"]]
+        outcome: dict[str, Any] = {"status": "completed"}
+        try:
+            train_gan(
+                models,
+                as_training_tensor(target.images[shot_indices], device),
+                TrainSettings.from_config(settings.train),
+                run.seed,
+                output_dir,
+                method,
+                identity,
+                evaluate=validation_evaluator(validation, space, evaluation, device),
+            )
+        except TrainingDiverged as diverged:
+            # A diverged run is a result, not a crash: it is recorded, and the rest of the benchmark goes on.
+            log.error("run %s diverged at step %d (%s): recorded as diverged", output_dir, diverged.step, diverged.reason)
+            outcome = {"status": "diverged", "diverged_at_step": diverged.step, "divergence_reason": diverged.reason}
+            save_checkpoint(
+                StageFolder(output_dir).checkpoint,
+                {"status": "diverged", "step": diverged.step, "reason": diverged.reason, "architecture": arch.to_dict()},
+            )
+        record = {**identity, "train_settings": settings.train, "evaluation": evaluation, **outcome, "environment": environment()}
+        atomic_write_json(StageFolder(output_dir).config, record)
 
 
 def validation_evaluator(

@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchmark.checkpoint import generator_from_snapshot, load_checkpoint, models_from_checkpoint
 from benchmark.errors import BenchmarkError
 from benchmark.io import atomic_write_json
@@ -32,7 +34,14 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
     folder = StageFolder(run_dir)
     if not folder.config.is_file():
         raise BenchmarkError(f"{folder.config} is missing: the adaptation of {run_dir} did not finish. Rerun it.")
-    run_config = json.loads(folder.config.read_text())
+    try:
+        run_config = json.loads(folder.config.read_text())
+        missing = [key for key in ("architecture", "shot_indices", *RUN_FIELDS) if key not in run_config]
+        damage = f"it lacks {', '.join(missing)}" if missing else None
+    except (ValueError, TypeError) as error:
+        damage = f"{type(error).__name__}: {error}"
+    if damage:
+        raise BenchmarkError(f"{folder.config} is damaged ({damage}). Delete the run folder {run_dir} and rerun its adaptation.")
     evaluation = settings.evaluation
     inputs = open_stage_inputs(manifest, "task", dataset, settings.device)
     task, target, device = inputs.manifest, inputs.dataset, inputs.device
@@ -42,6 +51,11 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
     arch = Architecture.from_dict(run_config["architecture"])
     final_generator = models_from_checkpoint(state, folder.checkpoint, arch, device).generator
     final_step = int(state["step"])
+    non_finite = [name for name, tensor in final_generator.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if non_finite:  # its images would be NaN, cast to black: record the run as diverged instead of scoring them
+        reason = f"non-finite tensors in the final checkpoint ({', '.join(non_finite)})"
+        diverged = {**run_config, "status": "diverged", "diverged_at_step": final_step, "divergence_reason": reason}
+        return _record_divergence(diverged, task, evaluation, output)
 
     reference_indices = task["target"]["reference"]["indices"]
     validation_indices = task["target"]["validation"]["indices"]

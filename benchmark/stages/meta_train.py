@@ -18,35 +18,46 @@ from benchmark.meta_learning import MetaMethod, meta_train_gan
 from benchmark.methods import get_method
 from benchmark.models import GANModels
 from benchmark.provenance import environment
+from benchmark.resume import job_folder
 from benchmark.settings import MetaTrainSettings
 from benchmark.stage_inputs import open_stage_inputs
-from benchmark.training import as_training_tensor
+from benchmark.training import TrainingDiverged, as_training_tensor
 
 log = logging.getLogger(__name__)
 
 
 def meta_train(settings: MetaTrainSettings, manifest: Path, dataset: Path, output_dir: Path) -> None:
     """`manifest`: the source's meta-task manifest; writes checkpoint.pt, meta_log.jsonl and config.json."""
-    inputs = open_stage_inputs(manifest, "meta", dataset, settings.device, settings.architecture)
-    meta_manifest, data, arch, device = inputs.manifest, inputs.dataset, inputs.arch, inputs.device
-    method_class = get_method(settings.method)
-    if not issubclass(method_class, MetaMethod):
-        raise BenchmarkError(f"Method '{settings.method}' is not a meta-learner (it does not subclass MetaMethod): it has no meta-training stage.")
-    method = method_class(**settings.method_hparams)
-    models = GANModels.fresh(arch, settings.seed, device)
-    # Only the images some task uses go to the device; tasks index them by row.
-    used = sorted({index for task in meta_manifest["tasks"] for index in task["support"] + task["query"]})
-    row = {index: position for position, index in enumerate(used)}
-    tasks = [([row[i] for i in task["support"]], [row[i] for i in task["query"]]) for task in meta_manifest["tasks"]]
-    identity = {
-        "stage": "meta_train",
-        "method": settings.method,
-        "method_hparams": method.hparams,
-        "meta_manifest_sha256": sha256_json(meta_manifest),
-        "dataset_sha256": data.content_sha256,
-        "architecture": arch.to_dict(),
-        "seed": settings.seed,
-    }
-    started = time.perf_counter()
-    meta_train_gan(models, method, as_training_tensor(data.images[used], device), tasks, settings.seed, output_dir, identity)
-    atomic_write_json(StageFolder(output_dir).config, {**identity, "environment": environment(), "seconds": time.perf_counter() - started})
+    with job_folder(output_dir):
+        inputs = open_stage_inputs(manifest, "meta", dataset, settings.device, settings.architecture)
+        meta_manifest, data, arch, device = inputs.manifest, inputs.dataset, inputs.arch, inputs.device
+        method_class = get_method(settings.method)
+        if not issubclass(method_class, MetaMethod):
+            raise BenchmarkError(
+                f"Method '{settings.method}' is not a meta-learner (it does not subclass MetaMethod): it has no meta-training stage."
+            )
+        method = method_class(**settings.method_hparams)
+        models = GANModels.fresh(arch, settings.seed, device)
+        # Only the images some task uses go to the device; tasks index them by row.
+        used = sorted({index for task in meta_manifest["tasks"] for index in task["support"] + task["query"]})
+        row = {index: position for position, index in enumerate(used)}
+        tasks = [([row[i] for i in task["support"]], [row[i] for i in task["query"]]) for task in meta_manifest["tasks"]]
+        identity = {
+            "stage": "meta_train",
+            "method": settings.method,
+            "method_hparams": method.hparams,
+            "meta_manifest_sha256": sha256_json(meta_manifest),
+            "dataset_sha256": data.content_sha256,
+            "architecture": arch.to_dict(),
+            "seed": settings.seed,
+        }
+        started = time.perf_counter()
+        try:
+            meta_train_gan(models, method, as_training_tensor(data.images[used], device), tasks, settings.seed, output_dir, identity)
+        except TrainingDiverged as diverged:  # every adaptation of this method would start from it
+            raise BenchmarkError(
+                f"Meta-training of '{settings.method}' (seed {settings.seed}) diverged at iteration {diverged.step} "
+                f"({diverged.reason}); nothing was kept. Lower adapt.method_hparams.{settings.method}.inner_lr or "
+                "outer_lr, then run it again."
+            ) from diverged
+        atomic_write_json(StageFolder(output_dir).config, {**identity, "environment": environment(), "seconds": time.perf_counter() - started})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmark.data import PreparedDataset
 from benchmark.settings import SplitMetaSettings, SplitSourceSettings, SplitTaskSettings
-from benchmark.splits import build_meta_manifest, build_source_manifest, build_task_manifest, load_split, read_manifest, write_manifest
+from benchmark.splits import build_meta_manifest, build_source_manifest, build_task_manifest, load_split, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +23,12 @@ def split_source(name: str, settings: SplitSourceSettings, dataset: Path, output
     log.info("source '%s': %d training images", name, manifest["train"]["count"])
 
 
-def split_task(name: str, settings: SplitTaskSettings, source_manifest: Path, dataset: Path, output: Path) -> None:
-    """`dataset` is the task's target dataset (the source manifest may index another one)."""
-    source = read_manifest(source_manifest, "source")
+def split_task(name: str, settings: SplitTaskSettings, source_manifest: Path, source_dataset: Path, dataset: Path, output: Path) -> None:
+    """`dataset` is the task's target dataset; `source_dataset` the one the source manifest indexes (the same file
+    or another), read to refuse target images that are also source training images."""
+    source, source_data = load_split(source_manifest, "source", source_dataset)
     target = PreparedDataset.load(dataset)
-    manifest = build_task_manifest(name, settings.spec, source, target, settings.shots, settings.split_draws, settings.split_seed)
+    manifest = build_task_manifest(name, settings.spec, source, source_data, target, settings.shots, settings.split_draws, settings.split_seed)
     write_manifest(output, manifest)
     blocks = manifest["target"]
     log.info(
