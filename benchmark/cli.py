@@ -194,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkError as error:
         print(f"ganbench {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except OSError as error:  # a full disk, a read-only or missing folder: the system's words, and where
+    except OSError as error:  # a full disk, an unwritable or missing folder, a failing device: the system's words
         where = f" ({error.filename})" if error.filename else ""
         print(
-            f"ganbench {args.command}: error: {error.strerror or error}{where}. Check that the folder exists, is writable "
-            "and has free space, then run the stage again.",
+            f"ganbench {args.command}: error: {error.strerror or error}{where}. Check that this path exists and can be read "
+            "and written, and that its disk has free space, then run the stage again.",
             file=sys.stderr,
         )
         return 2

@@ -66,7 +66,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def max_seed() -> int:
     """The largest seed the schema admits: what every random generator the stages seed accepts."""
-    return _schema()["properties"]["seeds"]["items"]["maximum"]
+    return _schema()["definitions"]["seed"]["maximum"]
 
 
 # Config sections that settings objects are built from, and where the schema describes each.
@@ -76,6 +76,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "evaluation": ("properties", "evaluation"),
     "encoder": ("properties", "encoder"),
     "meta": ("properties", "meta"),
+    "source": ("properties", "sources", "additionalProperties"),  # one entry of `sources`
+    "task": ("properties", "tasks", "additionalProperties"),  # one entry of `tasks`
 }
 
 
@@ -88,7 +90,8 @@ def complete(section: str, values: dict[str, Any]) -> dict[str, Any]:
     for part in SECTIONS[section]:
         subschema = subschema[part]
     values = copy.deepcopy(values)
-    _raise_first_error(subschema, values, prefix=[section])
+    # The section's references (#/definitions/...) resolve against the whole schema's definitions.
+    _raise_first_error({**subschema, "definitions": _schema()["definitions"]}, values, prefix=[section])
     return values
 
 
@@ -113,25 +116,35 @@ def _message(error: jsonschema.ValidationError) -> str:
     if isinstance(value, str) and expected in ("integer", "number") and _looks_numeric(value):
         # PyYAML reads a float only with a dot in the mantissa and a sign in the exponent: 1.0e-4, 1.0e+3.
         number = float(value)
-        if expected == "integer" and number.is_integer():
-            fix = f"write it as an integer: {int(number)}"
+        if expected == "integer":
+            fix = f"write it as an integer: {int(number)}" if number.is_integer() else "it must be a whole number"
         else:
             mantissa, _, exponent = value.lower().partition("e")
             mantissa = mantissa if "." in mantissa else f"{mantissa}.0"
             exponent = exponent if not exponent or exponent[0] in "+-" else f"+{exponent}"
             fix = f"write {mantissa}e{exponent}" if exponent else f"write {mantissa}"
         return f"{error.message}. YAML read {value!r} as text, not as a number: {fix}."
-    if error.validator == "pattern" and error.schema.get("description"):
-        return f"{error.message}: {error.schema['description']}."
-    return f"{error.message}."
+    fixes = {
+        "uniqueItems": "List each value once.",
+        "pattern": f"Use letters, digits, _ and - only ({error.schema.get('description', '')}).",
+        "multipleOf": f"Use a multiple of {error.validator_value} ({error.schema.get('description', '')}).",
+        "minimum": "Raise it.",
+        "exclusiveMinimum": "Raise it.",
+        "maximum": "Lower it.",
+        "exclusiveMaximum": "Lower it.",
+        "enum": "Use one of the values listed.",
+        "additionalProperties": "Remove it or fix its spelling.",
+        "required": "Add it.",
+    }
+    return f"{error.message}. {fixes.get(error.validator, '')}".rstrip()
 
 
 def _looks_numeric(text: str) -> bool:
+    """Text that float() reads as a finite number (YAML leaves "1e3" as text; "nan" and "1e400" are no settings)."""
     try:
-        float(text)
+        return math.isfinite(float(text))
     except ValueError:
         return False
-    return True
 
 
 def _check_references(config: dict[str, Any]) -> None:
@@ -139,9 +152,13 @@ def _check_references(config: dict[str, Any]) -> None:
 
     for name, dataset in config["datasets"].items():
         try:
-            get_data_source(dataset["source"]).check_options(dataset["options"])
+            source = get_data_source(dataset["source"])
         except BenchmarkError as error:
             raise BenchmarkError(f"Config key 'datasets.{name}.source': {error}") from error
+        try:
+            source.check_options(dataset["options"])
+        except BenchmarkError as error:
+            raise BenchmarkError(f"Config key 'datasets.{name}.options': {error}") from error
     for name, source in config["sources"].items():
         if source["dataset"] not in config["datasets"]:
             raise BenchmarkError(
@@ -155,12 +172,12 @@ def _check_references(config: dict[str, Any]) -> None:
                 f"Config key 'tasks.{name}.target.dataset': '{task['target']['dataset']}' is not a key of `datasets` "
                 f"({sorted(config['datasets'])}). Define it there or fix the name."
             )
-        needed = max(config["evaluation"]["nearest_k"] + 1, config["evaluation"]["class_neighbours"])
-        if task["reference_size"] is not None and task["reference_size"] < needed:
+        # (class_neighbours matters only for targets of two classes or more: checked before adaptation, by then known)
+        nearest_k = config["evaluation"]["nearest_k"]
+        if task["reference_size"] is not None and task["reference_size"] <= nearest_k:
             raise BenchmarkError(
                 f"Config key 'tasks.{name}.reference_size' ({task['reference_size']}) is too small for the k-NN metrics: "
-                f"evaluation.nearest_k = {config['evaluation']['nearest_k']} and class_neighbours = "
-                f"{config['evaluation']['class_neighbours']} need at least {needed} reference images. Raise it or lower them."
+                f"evaluation.nearest_k = {nearest_k} needs at least {nearest_k + 1} reference images. Raise it or lower nearest_k."
             )
         if max(config["shots"]) > task["shot_pool_size"]:
             raise BenchmarkError(

@@ -145,7 +145,7 @@ def get_data_source(name: str) -> type[DataSource]:
     return lookup(data_sources(), name, "dataset source")
 
 
-WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grey levels (PNG), or 32-bit integers holding them
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")  # 16-bit grey levels, as PIL opens a 16-bit PNG
 
 
 def convert_images(
@@ -164,11 +164,17 @@ def convert_images(
     out = np.empty((len(images), channels, image_size, image_size), dtype=np.uint8)
     for index, image in enumerate(images):
         pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
-        if pil.mode in WIDE_GREY_MODES:
+        if pil.mode in SIXTEEN_BIT_MODES:
             wide = np.asarray(pil, dtype=np.float64)
             pil = Image.fromarray(np.clip(np.round(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8))
             counts["rescaled_from_16_bit"] += 1
-        if pil.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (pil.mode == "P" and "transparency" in pil.info):
+        elif pil.mode in ("I", "F") and np.asarray(pil).max(initial=0) > 255:
+            # 32-bit grey levels whose range is unknown: any rescaling would be a guess.
+            raise BenchmarkError(
+                f"Image {index} of the dataset has 32-bit grey levels above 255 (mode {pil.mode}), whose range is unknown. "
+                "Save it with 8 or 16 bits per channel."
+            )
+        if pil.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in pil.info:  # alpha, or a transparent colour
             rgba = pil.convert("RGBA")
             pil = Image.alpha_composite(Image.new("RGBA", rgba.size, (alpha_background,) * 3 + (255,)), rgba)
             counts["alpha_composited"] += 1

@@ -25,6 +25,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import sha256_file, sha256_json
 from benchmark.io import atomic_save
+from benchmark.models import non_finite_tensors
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,11 @@ def fit_encoder(
         # KID's polynomial kernel scales with feature magnitude: fix one constant so that features have unit RMS.
         sample = torch.from_numpy(train[: min(len(train), 5000)])
         feature_scale = float(model.features(to_unit_range(x_all[sample])).pow(2).mean().sqrt())
-    non_finite = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
-    if non_finite or not math.isfinite(feature_scale) or feature_scale == 0:
+    non_finite = non_finite_tensors(model)
+    if non_finite or not math.isfinite(feature_scale):
         _diverged(f"the end of training (non-finite {', '.join(non_finite) or 'features'})", learning_rate)
+    if feature_scale == 0:
+        _diverged("the end of training (every feature is zero: the ReLUs died)", learning_rate)
     summary = {
         "architecture": {
             "channels": channels,

@@ -3,8 +3,9 @@ machine.
 
 Each file is written to a temporary file in its own folder, flushed to disk (`fsync`), given the mode the umask
 asks for (a temporary file is created private, 0600, and the rename would keep that), and renamed into place.
-Files that belong together (a prepared dataset's arrays and its metadata) are written as one unit: all of
-them, or none.
+Files that belong together (a prepared dataset's arrays and its metadata) are written as one unit: a failed
+write leaves none of them in place. (A process killed between their renames can leave the first without the
+second; readers check that they match, as `PreparedDataset.load` does with the content hash.)
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def _write_unit(writes: dict[Path, Callable[[str], None]]) -> None:
         for path, write in writes.items():
             temporaries[path] = _temporary_beside(path)
             write(temporaries[path])
-            _sync(temporaries[path])
             os.chmod(temporaries[path], _file_mode())
+            _sync(temporaries[path])
         for path, tmp in temporaries.items():
             os.replace(tmp, path)
             placed.append(path)

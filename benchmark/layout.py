@@ -115,6 +115,13 @@ class StageFolder:
     def snapshot(self, step: int) -> Path:
         return self.snapshots / f"step{step:07d}.pt"
 
+    def own_entries(self) -> list[Path]:
+        """The entries of the folder that a training job writes (its files, snapshots, temporary files)."""
+        names = {self.CHECKPOINT, self.RESUME, self.CONFIG, self.TRAIN_LOG, self.META_LOG, self.METRICS, self.SNAPSHOTS}
+        if not self.path.is_dir():
+            return []
+        return sorted(entry for entry in self.path.iterdir() if entry.name in names or (entry.name.startswith(".") and entry.name.endswith(".tmp")))
+
 
 # Artefacts a method can require (`Method.requires`): the file that provides each, with fields a run fills in
 # (`source`: its task's source, `seed`: its pretraining seed, `method`: its base method, without variant suffixes).

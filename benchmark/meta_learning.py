@@ -27,7 +27,7 @@ from benchmark.checkpoint import save_checkpoint
 from benchmark.errors import BenchmarkError
 from benchmark.layout import StageFolder
 from benchmark.methods import AdaptationContext, Hyperparameter, Method
-from benchmark.models import Discriminator, GANModels, Generator
+from benchmark.models import Discriminator, GANModels, Generator, non_finite_tensors
 from benchmark.resume import JsonLog, TrainingState
 from benchmark.training import LOSSES, TrainingDiverged, TrainSettings, discriminator_loss, generator_loss
 
@@ -146,18 +146,16 @@ def meta_train_gan(
     hp = method.hparams
     rng = torch.Generator().manual_seed(seed)
     outer_g, outer_d = method.outer_optimisers(models)
+    log_file = JsonLog(folder.meta_log, step_key="iteration")
     state = TrainingState(
         identity,
         models.arch.to_dict(),
         {"generator": models.generator, "discriminator": models.discriminator, "outer_g": outer_g, "outer_d": outer_d},
         {"rng_state": rng},
+        log_file,
     )
-    log_file = JsonLog(folder.meta_log, step_key="iteration")
     start = state.resume((folder.resume,), images.device, "meta-training")
     if start:
-        if not folder.meta_log.exists():  # a resume.pt of an older version, which kept the log inside it
-            raise BenchmarkError(f"{folder.resume} has no meta log beside it, so its log lines are lost. Delete it to meta-train from the start.")
-        log_file.keep_until(start)
         log.info("resuming meta-training in %s at iteration %d of %d", run_dir, start, hp["meta_iterations"])
 
     def task_images(index: int) -> Task:
@@ -177,9 +175,11 @@ def meta_train_gan(
             log_file.append({"iteration": iteration, **losses})
             log.info("meta-iteration %d/%d  %s  (%.2f it/s)", iteration, hp["meta_iterations"], losses, rate)
         if iteration % checkpoint_every == 0 and iteration != hp["meta_iterations"]:
-            log_file.write()
-            state.save(folder.resume, iteration)
+            state.save(folder.resume, iteration, mid_run=True)
     refresh_buffers(models.generator, models.discriminator, images, rng)
+    non_finite = non_finite_tensors(models.generator) + non_finite_tensors(models.discriminator)
+    if non_finite:  # e.g. BatchNorm statistics of meta-parameters that produce NaN activations
+        raise TrainingDiverged(hp["meta_iterations"], f"non-finite {', '.join(non_finite)} after the final buffer refresh")
     log_file.write()
     # What adaptation reads: the meta-parameters only (no optimiser or random state: it is never resumed).
     save_checkpoint(

@@ -55,7 +55,7 @@ class Hyperparameter:
         if expected in (str, bool) and self.search is not None and value not in self.search:
             raise BenchmarkError(f"Hyperparameter '{key}' = {value!r} is not one of {list(self.search)}.")
         if expected is float and not math.isfinite(value):
-            raise BenchmarkError(f"Hyperparameter '{key}' = {value!r} is not a finite number.")
+            raise BenchmarkError(f"Hyperparameter '{key}' = {value!r} is not a finite number. Write a finite value.")
         if expected in (int, float) and value < self.minimum:
             raise BenchmarkError(f"Hyperparameter '{key}' = {value!r} is below its minimum {self.minimum}.")
 

@@ -115,6 +115,11 @@ class Discriminator(nn.Module):
         return images.squeeze(1)
 
 
+def non_finite_tensors(module: nn.Module) -> list[str]:
+    """Names of the module's floating-point parameters and buffers that hold NaN or infinity."""
+    return [name for name, tensor in module.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+
+
 def init_weights(module: nn.Module) -> None:
     """DCGAN initialisation (Radford et al. 2016): N(0, 0.02) weights, BatchNorm scale N(1, 0.02)."""
     for layer in module.modules():

@@ -1,9 +1,10 @@
 """Checkpoint and resume for every training loop (GAN training and meta-training), written once.
 
 A job's checkpoint holds its identity (everything that defines the run: settings, data hashes, seed), the state
-of each model and optimiser, and the states of its random generators. A job resumes only from a checkpoint of
-the same identity; one of another run is refused with each changed key named. The job's JSON-lines log is cut
-back to the checkpointed step, so that a resumed job's log holds each step once, as an uninterrupted job's does:
+of each model and optimiser, and the states of its random generators; a mid-run checkpoint also holds the job's
+JSON-lines log up to its step (a workflow manager deletes a failed job's declared outputs, the log among them,
+before it reruns the job). A job resumes only from a checkpoint of the same identity; one of another run is
+refused with each changed key named. A resumed job's log holds each step once, as an uninterrupted job's does:
 together with the restored random states, a job killed at any point ends bit-identical on CPU.
 """
 
@@ -44,7 +45,8 @@ class TrainingState:
     """What a checkpoint of a training job captures, in the order it is stored.
 
     `parts` are models and optimisers (None: a part this run does not have, stored as None); `generators` are
-    the job's own random generators. The global torch RNG state is always stored, last.
+    the job's own random generators. The global torch RNG state is always stored, last; a mid-run checkpoint then
+    stores the job's log lines.
     """
 
     def __init__(
@@ -53,18 +55,24 @@ class TrainingState:
         architecture: dict[str, Any],
         parts: dict[str, Stateful | None],
         generators: dict[str, torch.Generator],
+        log: JsonLog,
     ) -> None:
         self.identity = identity
         self.identity_json = json.dumps(identity, sort_keys=True)
         self.architecture = architecture
         self.parts = parts
         self.generators = generators
+        self.log = log
 
-    def save(self, path: Path, step: int) -> None:
+    def save(self, path: Path, step: int, mid_run: bool) -> None:
+        """`mid_run`: a checkpoint to resume from, which carries the log too (the final one does not need it)."""
+        self.log.write()
         payload: dict[str, Any] = {"step": step, "architecture": self.architecture, "identity_json": self.identity_json}
         payload.update({name: part.state_dict() if part is not None else None for name, part in self.parts.items()})
         payload.update({name: generator.get_state() for name, generator in self.generators.items()})
         payload["torch_rng_state"] = torch.get_rng_state()
+        if mid_run:
+            payload["log_lines"] = list(self.log.lines)
         save_checkpoint(path, payload)
 
     def resume(self, candidates: Iterable[Path], device: torch.device, what: str) -> int:
@@ -92,7 +100,15 @@ class TrainingState:
         for name, generator in self.generators.items():
             generator.set_state(state[name])
         torch.set_rng_state(state["torch_rng_state"])
-        return int(state["step"])
+        step = int(state["step"])
+        # The log as it stood at the checkpoint: from the checkpoint itself ("records" in meta-training's older
+        # format), else from the log file, cut back to the step.
+        lines = state.get("log_lines", state.get("records"))
+        if lines is not None:
+            self.log.lines = list(lines)
+        else:
+            self.log.keep_until(step)
+        return step
 
 
 class JsonLog:
@@ -118,21 +134,24 @@ class JsonLog:
 
 @contextlib.contextmanager
 def job_folder(path: Path) -> Iterator[StageFolder]:
-    """A training job's output folder, never left with a failed job's partial outputs. When the job fails without a
-    mid-run checkpoint (`resume.pt`) to continue from, what it wrote is removed: the whole folder if the job
-    created it, else the entries that were not there before (a workflow manager may have made the folder)."""
+    """A training job's output folder, never left with a failed job's partial outputs.
+
+    When the job fails, and no checkpoint (`resume.pt` mid-run, or `checkpoint.pt`) is there for a rerun to continue
+    from, the files of the folder's own kind that the job created are removed (never a file that was there before,
+    nor anything else in the folder), and then the folder itself if that leaves it empty, as it was or as a
+    workflow manager made it before the job."""
     folder = StageFolder(path)
-    before = set(folder.path.iterdir()) if folder.path.is_dir() else None
+    before = set(folder.own_entries())
     try:
         yield folder
     except BaseException:
-        if folder.path.is_dir() and not folder.resume.exists():
-            if before is None:
-                shutil.rmtree(folder.path)
-            else:
-                for entry in set(folder.path.iterdir()) - before:
+        if folder.path.is_dir() and not folder.resume.exists() and not folder.checkpoint.exists():
+            for entry in folder.own_entries():
+                if entry not in before:
                     if entry.is_dir():
                         shutil.rmtree(entry)
                     else:
                         entry.unlink()
+            if not any(folder.path.iterdir()):
+                folder.path.rmdir()
         raise

@@ -31,15 +31,21 @@ class AdaptationRun:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            expected = str if name in ("task", "method") else int
-            if not isinstance(value, expected) or isinstance(value, bool):
-                raise BenchmarkError(f"AdaptationRun: '{name}' = {value!r} should be of type {expected.__name__}.")
-            if expected is int and not 0 <= value <= max_seed():
-                raise BenchmarkError(f"AdaptationRun: '{name}' = {value} is outside 0..{max_seed()}.")
+            if name in ("task", "method"):
+                if not isinstance(value, str):
+                    raise BenchmarkError(f"AdaptationRun: '{name}' = {value!r} should be a name (text).")
+            else:
+                _check_count(f"AdaptationRun.{name}", value)
 
     @property
     def run_dir(self) -> str:
         return RUN.fill(**asdict(self))
+
+
+def _check_count(what: str, value: Any) -> None:
+    """A seed, K or draw: an integer from 0 to the largest seed every random generator accepts."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= max_seed()):
+        raise BenchmarkError(f"{what} = {value!r} should be an integer from 0 to {max_seed()}.")
 
 
 # A run's fields in every result record and CSV row: its coordinates, and the kind of its task.
@@ -76,9 +82,8 @@ class StageSettings:
             raise BenchmarkError(f"{cls.__name__}: {'; '.join(problems)}. The settings take: {', '.join(names)}.")
         value = {**value, **{name: complete(section, value[name]) for name, section in cls.sections.items()}}
         for name in names:
-            seed = value[name]
-            if name.endswith("seed") and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= max_seed()):
-                raise BenchmarkError(f"{cls.__name__}: '{name}' = {seed!r} should be an integer from 0 to {max_seed()}.")
+            if name.endswith("seed"):
+                _check_count(f"{cls.__name__}.{name}", value[name])
         return cls(**cls._parse(value))
 
     @classmethod
@@ -103,6 +108,8 @@ class SplitSourceSettings(StageSettings):
     spec: dict[str, Any]  # the `sources.<name>` entry
     split_seed: int
 
+    sections = {"spec": "source"}
+
 
 @dataclass(frozen=True)
 class SplitTaskSettings(StageSettings):
@@ -110,6 +117,8 @@ class SplitTaskSettings(StageSettings):
     shots: list[int]
     split_draws: int
     split_seed: int
+
+    sections = {"spec": "task"}
 
 
 @dataclass(frozen=True)

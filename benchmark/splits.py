@@ -122,12 +122,17 @@ def build_task_manifest(
         )
     check_dataset_matches(source_manifest["dataset"], source, f"the manifest of source '{source_manifest['name']}'")
     # By content, not by dataset name: the same files may be declared under two dataset names.
-    source_images = {hashlib.sha256(image.tobytes()).digest() for image in source.images[source_manifest["train"]["indices"]]}
-    shared = sum(hashlib.sha256(image.tobytes()).digest() in source_images for image in target.images[pool])
+    source_train = source_manifest["train"]["indices"]
+    source_images = {hashlib.sha256(source.images[index].tobytes()).digest(): index for index in source_train}
+    shared = [
+        (int(index), source_images[digest]) for index in pool if (digest := hashlib.sha256(target.images[index].tobytes()).digest()) in source_images
+    ]
     if shared:
+        target_index, source_index = shared[0]
         raise BenchmarkError(
-            f"{what}: {shared} target images are also source training images (the same pixels, whatever the dataset "
-            "names). Make the source and target selections disjoint."
+            f"{what}: {len(shared)} target images are also source training images (the same pixels, whatever the dataset "
+            f"names; e.g. image {target_index} of '{target.metadata['name']}' is image {source_index} of "
+            f"'{source.metadata['name']}'). Select target images the source does not train on, or remove the duplicates."
         )
     order = _rng(split_seed, f"task:{name}").permutation(pool)
     validation = np.sort(order[:validation_size])
@@ -224,6 +229,8 @@ def _verification_problem(manifest: dict[str, Any], kind: str) -> str | None:
         for number, task in enumerate(manifest["tasks"]):
             if not task["support"] or not task["query"] or set(task["support"]) & set(task["query"]):
                 return f"meta-task {number} has an empty or overlapping support and query"
+            if not all(isinstance(index, int) and not isinstance(index, bool) for index in task["support"] + task["query"]):
+                return f"meta-task {number} holds an index that is not an integer"
     return None
 
 

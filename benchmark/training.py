@@ -180,25 +180,25 @@ def train_gan(
     # uninterrupted one would have drawn.
     sampler = torch.Generator().manual_seed(seed)
     identity = {**run_identity, "train_settings": asdict(settings), "seed": seed}
+    log_file = JsonLog(folder.train_log)
     state = TrainingState(
         identity,
         models.arch.to_dict(),
         {"generator": generator, "discriminator": discriminator, "generator_ema": ema, "optimiser_g": optimiser_g, "optimiser_d": optimiser_d},
         {"sampler_state": sampler},
+        log_file,
     )
-    log_file = JsonLog(folder.train_log)
     # Mid-run state goes to resume.pt, the finished run to checkpoint.pt: a workflow manager may delete a job's
     # declared outputs (checkpoint.pt) before rerunning it, but keeps resume.pt, so a killed job resumes.
     start_step = state.resume((folder.checkpoint, folder.resume), device, "run")
     if start_step:
-        log_file.keep_until(start_step)
         log.info("resuming %s at step %d of %d", run_dir, start_step, settings.steps)
     elif folder.snapshots.exists():  # left by an earlier run with other settings: never mix its generators in
         shutil.rmtree(folder.snapshots)
 
     def checkpoint(step: int) -> None:
-        log_file.write()
-        state.save(folder.checkpoint if step == settings.steps else folder.resume, step)
+        finished = step == settings.steps
+        state.save(folder.checkpoint if finished else folder.resume, step, mid_run=not finished)
 
     def diverge(step: int, reason: str) -> None:
         log_file.append({"step": step, "diverged": reason})

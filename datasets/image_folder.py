@@ -71,5 +71,7 @@ class ImageFolder(DataSource):
 def _refuse_broken_links(folder: Path) -> None:
     """A symbolic link to nothing (or to itself) would otherwise drop a class or an image without a word."""
     for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):  # skipped by the loader too (editor lock files are dangling links)
+            continue
         if path.is_symlink() and not path.exists():
             raise BenchmarkError(f"{path} is a broken or looping symbolic link. Point it at an existing image or class folder, or remove it.")

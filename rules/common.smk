@@ -11,7 +11,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.plan import Plan
 
 try:
-    for path in [*workflow.overwrite_configfiles, *workflow.configfiles]:
+    for path in dict.fromkeys([*workflow.overwrite_configfiles, *workflow.configfiles]):
         read_config_file(path)  # Snakemake's own reading keeps the last of a key written twice: refuse it
     validate_config(config)
     PLAN = Plan(config)  # also resolves the method names: unknown ones fail here, listing the available ones

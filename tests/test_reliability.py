@@ -81,6 +81,9 @@ def test_sigkilled_training_resumes_from_its_checkpoint_to_identical_results(tmp
 
     step = _run_and_kill(_adapt_command(task_files, killed), killed / "resume.pt", min_step=150)
     assert step < TRAIN["steps"] and not (killed / "checkpoint.pt").exists()
+    # Snakemake deletes an incomplete job's declared outputs, the training log among them, before it reruns the job
+    # (resume.pt is not declared, so it stays): the resumed run's log must still hold the evaluation of step 100.
+    (killed / "train_log.jsonl").unlink()
 
     resumed = subprocess.run(_adapt_command(task_files, killed), capture_output=True, text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -1,5 +1,7 @@
 """Inputs a hostile user tried (issue 10), one test per case: each gave a wrong result without an error, a traceback
-instead of one clear error, or an error found too late. Every test here failed on the code before the fix."""
+instead of one clear error, or an error found too late. Every test here fails on the code before the fixes
+(commit bab4ffc, run with import shims for the names these fixes added); `settings_without_a_key` was fixed
+earlier, by the stage settings objects of issue 9."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import benchmark.io
+from benchmark import layout
 from benchmark.checkpoint import save_checkpoint
 from benchmark.config import read_config_file, validate_config
 from benchmark.data import PreparedDataset, get_data_source, prepare_dataset
@@ -216,9 +219,33 @@ def test_a_diverging_encoder_or_meta_training_is_one_clear_error_and_writes_noth
     files = ["--manifest", str(tmp_path / "meta.json"), "--dataset", str(data), "--output-dir", str(output_dir)]
     result = run_cli("meta-train", "--settings", meta, *files, env={"GANBENCH_METHODS_PATH": str(tmp_path / "plugins")})
     assert_one_clear_error(
-        result, "Meta-training of 'diverging_meta'", "diverged at iteration 30 (non-finite query_loss_d)", "Lower adapt.method_hparams"
+        result,
+        "Meta-training of 'diverging_meta'",
+        "diverged at iteration 30 (non-finite query_loss_d)",
+        "Lower its learning rates (adapt.method_hparams.diverging_meta)",
     )
     assert not output_dir.exists(), "nor the mid-run checkpoint of iteration 25"
+
+
+def test_a_diverging_pretraining_is_one_clear_error_and_writes_nothing(tmp_path, digits, monkeypatch):
+    """Every adaptation of the source would start from it: it stops with the fix, and leaves no folder."""
+    import benchmark.stages.pretrain as stage
+    from benchmark.settings import PretrainSettings
+    from benchmark.training import TrainingDiverged
+
+    def diverging(models, images, settings, seed, run_dir, hooks, identity, evaluate=None):
+        atomic_write_text(layout.StageFolder(run_dir).train_log, '{"step": 7, "diverged": "non-finite loss_d"}\n')  # as train_gan does
+        raise TrainingDiverged(7, "non-finite loss_d")
+
+    monkeypatch.setattr(stage, "train_gan", diverging)
+    data = save_prepared(digits, tmp_path, "digits")
+    write_manifest(tmp_path / "source.json", build_source_manifest("low", {"dataset": "digits", "classes": [0, 1]}, digits, 0))
+    settings = PretrainSettings.from_dict({"architecture": TINY_ARCH, "train": {"steps": 4, "batch_size": 8}, "seed": 0, "device": "cpu"})
+    with pytest.raises(
+        BenchmarkError, match=r"Pretraining on source 'low' \(seed 0\) diverged at step 7 \(non-finite loss_d\).*Lower pretrain\.train\.lr_g"
+    ):
+        stage.pretrain(settings, manifest=tmp_path / "source.json", dataset=data, output_dir=tmp_path / "pretrain")
+    assert not (tmp_path / "pretrain").exists()
 
 
 # ---- 7, 8. numbers: floats where integers are meant, NaN and infinity --------------------------------------------
@@ -337,7 +364,7 @@ def _case(name: str, tmp_path: Path, files: dict[str, Path]) -> tuple[subprocess
         (tmp_path / "taken").write_text("a file, not a folder")
         settings = {"source": "sklearn_digits", "options": {}, "image_size": 28, "channels": 1}
         result = run_cli("prepare-data", "--name", "d", "--settings", json.dumps(settings), "--output", str(tmp_path / "taken" / "d.npz"))
-        return result, (str(tmp_path / "taken"), "Check that the folder exists, is writable and has free space")
+        return result, (str(tmp_path / "taken"), "Check that this path exists and can be read and written")
     if name == "decompression_bomb":
         folder = tmp_path / "images" / "a"
         folder.mkdir(parents=True)
@@ -360,6 +387,14 @@ def _case(name: str, tmp_path: Path, files: dict[str, Path]) -> tuple[subprocess
             str(encoder),
             "does not match the architecture it declares",
         )
+    if name == "encoder_with_a_missing_tensor":
+        encoder = tmp_path / "encoder.safetensors"
+        with safe_open(str(files["encoder"]), framework="pt") as handle:
+            metadata = handle.metadata()
+        tensors = load_file(str(files["encoder"]))
+        tensors.pop("classifier.bias")
+        save_file(tensors, str(encoder), metadata=metadata)
+        return adapt_cli({**files, "encoder": encoder}, tmp_path / "run", method="scratch"), (str(encoder), "classifier.bias")
     if name == "manifest_index_out_of_range":
         manifest = json.loads(Path(files["manifest"]).read_text())
         reference = manifest["target"]["reference"]
@@ -388,6 +423,13 @@ def _case(name: str, tmp_path: Path, files: dict[str, Path]) -> tuple[subprocess
         run_dir = _finished_run(files, tmp_path / "run")
         (run_dir / "train_log.jsonl").write_text('{"step": 1, "eval": \n')
         return _evaluate(files, run_dir), (str(run_dir / "train_log.jsonl"), "is damaged")
+    if name == "task_spec_without_a_key":
+        settings = json.dumps(
+            {"spec": {"kind": "few-shot", "source": "low", "target": {"dataset": "digits"}}, "shots": [5], "split_draws": 1, "split_seed": 0}
+        )
+        files_ = ["--source-manifest", str(tmp_path / "source.json"), "--source-dataset", str(files["data"]), "--dataset", str(files["data"])]
+        result = run_cli("split-task", "--name", "t", "--settings", settings, *files_, "--output", str(tmp_path / "task.json"))
+        return result, ("'task'", "'validation_size' is a required property", "Add it")
     if name == "settings_without_a_key":
         settings = json.dumps({key: value for key, value in adapt_settings(method="scratch").items() if key != "train"})
         result = run_cli(
@@ -406,7 +448,9 @@ def _case(name: str, tmp_path: Path, files: dict[str, Path]) -> tuple[subprocess
         return result, ("missing key(s) train",)
     if name == "seed_of_2_to_the_64":
         run = {"task": "digits_high", "shots": 5, "method": "scratch", "seed": 2**64, "split_draw": 0, "pretrain_seed": 0}
-        return adapt_cli(files, tmp_path / "run", method="scratch", run=run), ("'seed' = 18446744073709551616 is outside 0..4294967295",)
+        return adapt_cli(files, tmp_path / "run", method="scratch", run=run), (
+            "AdaptationRun.seed = 18446744073709551616 should be an integer from 0 to 4294967295",
+        )
     if name == "plugin_with_a_syntax_error":
         (tmp_path / "plugins").mkdir()
         (tmp_path / "plugins" / "broken.py").write_text(BROKEN_PLUGIN)
@@ -437,8 +481,8 @@ def _case(name: str, tmp_path: Path, files: dict[str, Path]) -> tuple[subprocess
     "case",
     [
         "output_folder_is_a_file", "decompression_bomb", "checkpoint_without_discriminator", "checkpoint_tensor_of_another_shape",
-        "encoder_with_an_extra_tensor", "manifest_index_out_of_range", "manifest_without_a_key", "empty_shot_list",
-        "corrupt_run_config", "corrupt_train_log", "settings_without_a_key", "seed_of_2_to_the_64", "plugin_with_a_syntax_error",
+        "encoder_with_an_extra_tensor", "encoder_with_a_missing_tensor", "manifest_index_out_of_range", "manifest_without_a_key", "empty_shot_list",
+        "corrupt_run_config", "corrupt_train_log", "task_spec_without_a_key", "settings_without_a_key", "seed_of_2_to_the_64", "plugin_with_a_syntax_error",
         "entry_point_of_a_missing_module", "adapt_again_into_a_diverged_run",
     ],
 )  # fmt: skip
@@ -456,8 +500,8 @@ def test_settings_that_failed_late_are_refused_before_any_work(tmp_path, task_fi
     config["tasks"]["digits to mnist"] = config["tasks"].pop("digits_to_mnist")
     refused(config, "'tasks'", "'digits to mnist' does not match", "becomes a folder and a Snakemake wildcard")
     config = smoke_config()
-    config["evaluation"] = {**config["evaluation"], "class_neighbours": 400}
-    refused(config, "'tasks.digits_to_mnist.reference_size' (300) is too small", "class_neighbours = 400")
+    config["evaluation"] = {**config["evaluation"], "nearest_k": 300}
+    refused(config, "'tasks.digits_to_mnist.reference_size' (300) is too small", "nearest_k = 300 needs at least 301")
 
     # Without a reference_size the reference set's size is known at the split: adaptation checks it before training.
     evaluation = {"num_generated": 60, "validation_num_generated": 20, "kid_subset_size": 10, "kid_subsets": 2, "class_neighbours": 5000}
@@ -503,9 +547,13 @@ def test_hints_name_the_right_fix_and_silent_leniency_is_gone(tmp_path):
     images = tmp_path / "images"
     (images / "cats").mkdir(parents=True)
     Image.new("L", (8, 8)).save(images / "cats" / "one.png")
-    (images / "cats" / "gone.png").symlink_to(images / "cats" / "nowhere.png")
-    with pytest.raises(BenchmarkError, match="gone.png is a broken or looping symbolic link"):
-        prepare_dataset("pets", "image_folder", {"root": str(images)}, image_size=8, channels=1)
+    (images / "cats" / ".#one.png").symlink_to("user@host.1234")  # an editor's lock file: hidden, skipped
+    assert prepare_dataset("pets", "image_folder", {"root": str(images)}, image_size=8, channels=1).metadata["num_images"] == 1
+    for link, target in (("cats/gone.png", "nowhere.png"), ("cats/loop.png", "loop.png"), ("dogs", "no_such_folder")):
+        (images / link).symlink_to(target)
+        with pytest.raises(BenchmarkError, match=f"{Path(link).name} is a broken or looping symbolic link"):
+            prepare_dataset("pets", "image_folder", {"root": str(images)}, image_size=8, channels=1)
+        (images / link).unlink()
 
 
 # ---- 14. partial output ---------------------------------------------------------------------------------------------
@@ -544,11 +592,13 @@ def test_no_partial_output_is_left_behind(tmp_path, task_files, digits, monkeypa
     assert sorted(path.name for path in (tmp_path / "data").iterdir()) == [], "neither file, nor a temporary"
     monkeypatch.undo()
 
-    synced = []
-    monkeypatch.setattr(benchmark.io.os, "fsync", lambda descriptor: synced.append(descriptor))
+    events = []
+    monkeypatch.setattr(benchmark.io.os, "fsync", lambda descriptor: events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}"))))
+    monkeypatch.setattr(benchmark.io.os, "replace", lambda source, target: (events.append(("replace", str(target))), real_replace(source, target)))
     atomic_write_text(tmp_path / "durable.txt", "x")
-    assert len(synced) == 2, "the file before its rename, and its folder after"
     monkeypatch.undo()
+    assert [kind for kind, _ in events] == ["fsync", "replace", "fsync"], "the file before its rename, the folder after"
+    assert events[0][1].startswith(str(tmp_path / ".durable.txt.")) and events[2][1] == str(tmp_path)
 
     plugins = tmp_path / "plugins"
     plugins.mkdir()
@@ -557,10 +607,14 @@ def test_no_partial_output_is_left_behind(tmp_path, task_files, digits, monkeypa
     result = adapt_cli(task_files, tmp_path / "run", method="fails_at_step_two", train=train, env=env)
     assert_one_clear_error(result, "this method fails on purpose")
     assert not (tmp_path / "run").exists()
-    # A folder that a workflow manager made before the job is emptied of what the job wrote, and kept.
-    (tmp_path / "made_by_snakemake").mkdir()
-    adapt_cli(task_files, tmp_path / "made_by_snakemake", method="fails_at_step_two", train=train, env=env)
-    assert list((tmp_path / "made_by_snakemake").iterdir()) == []
+    # A folder made before the job (as Snakemake makes one) loses what the job wrote, and nothing else.
+    (tmp_path / "made_before").mkdir()
+    (tmp_path / "made_before" / "notes.txt").write_text("the user's")
+    adapt_cli(task_files, tmp_path / "made_before", method="fails_at_step_two", train=train, env=env)
+    assert [path.name for path in (tmp_path / "made_before").iterdir()] == ["notes.txt"]
+    (tmp_path / "made_empty").mkdir()
+    adapt_cli(task_files, tmp_path / "made_empty", method="fails_at_step_two", train=train, env=env)
+    assert not (tmp_path / "made_empty").exists(), "an empty folder left by a failed job is removed too"
 
 
 # ---- 15. identical runs, identical checkpoint files ------------------------------------------------------------------

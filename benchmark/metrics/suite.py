@@ -76,10 +76,11 @@ class EvaluationSets:
     shots: np.ndarray
 
 
-def check_reference_size(n_reference: int, settings: MetricSettings) -> None:
-    """The k-NN metrics need more reference images than their k; adaptation checks this before it trains, so that
-    a too-small reference set is found before the run, not at its evaluation."""
-    if n_reference <= settings.nearest_k or n_reference < settings.class_neighbours:
+def check_reference_size(n_reference: int, num_classes: int, settings: MetricSettings) -> None:
+    """The k-NN metrics need more reference images than their k (the class-mode classifier, built for two classes or
+    more, at least its k); adaptation checks this before it trains, so that a too-small reference set is found
+    before the run, not at its evaluation."""
+    if n_reference <= settings.nearest_k or (num_classes >= 2 and n_reference < settings.class_neighbours):
         raise BenchmarkError(
             f"The reference set has {n_reference} images; precision/recall/density/coverage need more than "
             f"evaluation.nearest_k = {settings.nearest_k}, and the class-mode classifier at least evaluation.class_neighbours "
@@ -92,7 +93,8 @@ class MetricSuite:
         started = time.perf_counter()
         self.settings, self.space = settings, space
         self.n_real = len(sets.reference)
-        check_reference_size(self.n_real, settings)
+        labelled = sets.reference_labels is not None and len(np.unique(sets.reference_labels)) >= 2
+        check_reference_size(self.n_real, 2 if labelled else 1, settings)
         self.extract = FeatureExtractor(space, device)
         self.real = self.extract(sets.reference)
         self.real_statistics = fid_features_to_statistics(self.real)

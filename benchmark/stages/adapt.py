@@ -47,7 +47,8 @@ def adapt(settings: AdaptSettings, manifest: Path, dataset: Path, encoder: Path,
                 f"{manifest} is the manifest of task '{task['name']}', but the settings are for task '{run.task}'. Pass the manifest of '{run.task}'."
             )
         shot_indices = shots_for(task, run.shots, run.split_draw)
-        check_reference_size(task["target"]["reference"]["count"], MetricSettings.from_config(settings.evaluation))
+        reference = task["target"]["reference"]["indices"]
+        check_reference_size(len(reference), len(set(target.labels[reference].tolist())), MetricSettings.from_config(settings.evaluation))
         method = get_method(run.method)(**settings.method_hparams)
         evaluation = settings.evaluation
         space = feature_space(encoder, evaluation["inception_weights"])

@@ -12,19 +12,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from benchmark.checkpoint import generator_from_snapshot, load_checkpoint, models_from_checkpoint
 from benchmark.errors import BenchmarkError
 from benchmark.io import atomic_write_json
 from benchmark.layout import StageFolder
 from benchmark.metrics import SUITE_METRICS, EvaluationSets, MetricSettings, MetricSuite, feature_space
-from benchmark.models import Architecture, Generator
+from benchmark.models import Architecture, Generator, non_finite_tensors
 from benchmark.provenance import environment
 from benchmark.selection import FINAL, ORACLE, SELECTED, best_step, validation_scores
 from benchmark.settings import RUN_FIELDS, EvaluateSettings
 from benchmark.stage_inputs import open_stage_inputs
-from benchmark.training import generate
+from benchmark.training import NonFiniteSamples, generate
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +34,11 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
         raise BenchmarkError(f"{folder.config} is missing: the adaptation of {run_dir} did not finish. Rerun it.")
     try:
         run_config = json.loads(folder.config.read_text())
-        missing = [key for key in ("architecture", "shot_indices", *RUN_FIELDS) if key not in run_config]
+        missing = (
+            [key for key in ("architecture", "shot_indices", *RUN_FIELDS) if key not in run_config] if isinstance(run_config, dict) else ["every key"]
+        )
         damage = f"it lacks {', '.join(missing)}" if missing else None
-    except (ValueError, TypeError) as error:
+    except ValueError as error:
         damage = f"{type(error).__name__}: {error}"
     if damage:
         raise BenchmarkError(f"{folder.config} is damaged ({damage}). Delete the run folder {run_dir} and rerun its adaptation.")
@@ -51,7 +51,7 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
     arch = Architecture.from_dict(run_config["architecture"])
     final_generator = models_from_checkpoint(state, folder.checkpoint, arch, device).generator
     final_step = int(state["step"])
-    non_finite = [name for name, tensor in final_generator.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    non_finite = non_finite_tensors(final_generator)
     if non_finite:  # its images would be NaN, cast to black: record the run as diverged instead of scoring them
         reason = f"non-finite tensors in the final checkpoint ({', '.join(non_finite)})"
         diverged = {**run_config, "status": "diverged", "diverged_at_step": final_step, "divergence_reason": reason}
@@ -88,17 +88,24 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
         selections.append((SELECTED, step, {"selected_on": f"{select_on} on the validation split", "selection_score": validation[step]}))
     else:
         log.warning("%s has no validation scores in its training log: only the final checkpoint is evaluated", run_dir)
-    if evaluation["oracle_selection"]:
-        steps = sorted(set(validation) | {final_step})
-        on_reference = {step: next(r["value"] for r in score(step) if r["metric"] == select_on) for step in steps}
-        step = best_step(on_reference)
-        selections.append((ORACLE, step, {"selected_on": f"{select_on} on the reference (test) set", "selection_score": on_reference[step]}))
-
+    try:
+        if evaluation["oracle_selection"]:
+            steps = sorted(set(validation) | {final_step})
+            on_reference = {step: next(r["value"] for r in score(step) if r["metric"] == select_on) for step in steps}
+            step = best_step(on_reference)
+            selection = {"selected_on": f"{select_on} on the reference (test) set", "selection_score": on_reference[step]}
+            selections.append((ORACLE, step, selection))
+        scores = {step: score(step) for _, step, _ in selections}
+    except NonFiniteSamples:  # finite weights can still overflow to infinite pixels: a divergence, not black images
+        reason = "non-finite generated images at evaluation"
+        return _record_divergence(
+            {**run_config, "status": "diverged", "diverged_at_step": final_step, "divergence_reason": reason}, task, evaluation, output
+        )
     shared = _shared_fields(run_config, task, evaluation)
     records = [
         {**shared, "checkpoint": label, "checkpoint_step": step, **selection, **record}
         for label, step, selection in selections
-        for record in score(step)
+        for record in scores[step]
     ]
     atomic_write_json(output, {"records": records})
     return records

@@ -57,7 +57,7 @@ def meta_train(settings: MetaTrainSettings, manifest: Path, dataset: Path, outpu
         except TrainingDiverged as diverged:  # every adaptation of this method would start from it
             raise BenchmarkError(
                 f"Meta-training of '{settings.method}' (seed {settings.seed}) diverged at iteration {diverged.step} "
-                f"({diverged.reason}); nothing was kept. Lower adapt.method_hparams.{settings.method}.inner_lr or "
-                "outer_lr, then run it again."
+                f"({diverged.reason}); no checkpoint was written. Lower its learning rates (adapt.method_hparams."
+                f"{settings.method}), then run it again."
             ) from diverged
         atomic_write_json(StageFolder(output_dir).config, {**identity, "environment": environment(), "seconds": time.perf_counter() - started})

@@ -40,7 +40,7 @@ def pretrain(settings: PretrainSettings, manifest: Path, dataset: Path, output_d
         except TrainingDiverged as diverged:  # every adaptation would start from it: stop here, with the fix
             raise BenchmarkError(
                 f"Pretraining on source '{source['name']}' (seed {settings.seed}) diverged at step {diverged.step} "
-                f"({diverged.reason}); nothing was kept. Lower pretrain.train.lr_g / lr_d, then run it again."
+                f"({diverged.reason}); no checkpoint was written. Lower pretrain.train.lr_g / lr_d, then run it again."
             ) from diverged
         record = {**identity, "seed": settings.seed, "train_settings": settings.train, "num_images": len(images), "environment": environment()}
         atomic_write_json(StageFolder(output_dir).config, record)
