@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, brief
 from benchmark.io import atomic_write_bytes
 from benchmark.models import Architecture, Discriminator, GANModels, Generator
 
@@ -71,9 +71,8 @@ def load_weights(module: torch.nn.Module, payload: dict[str, Any], keys: tuple[s
     try:
         module.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:
-        first_line = str(error).strip().splitlines()[0]
         raise BenchmarkError(
-            f"Checkpoint {path} does not fit the {type(module).__name__} this run builds ({first_line}). Delete it and rerun the stage that wrote it."
+            f"Checkpoint {path} does not fit the {type(module).__name__} this run builds ({brief(error)}). Delete it and rerun the stage that wrote it."
         ) from error
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, brief
 from benchmark.hashing import sha256_file, sha256_json
 from benchmark.io import atomic_save
 from benchmark.models import non_finite_tensors
@@ -166,9 +166,8 @@ def load_encoder(path: str | Path) -> tuple[DomainEncoder, dict[str, Any]]:
         model = DomainEncoder(**summary["architecture"])
         model.load_state_dict(state)
     except (RuntimeError, TypeError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0]
         raise BenchmarkError(
-            f"Domain encoder {path} does not match the architecture it declares ({first_line}). Delete it and rerun the encoder stage."
+            f"Domain encoder {path} does not match the architecture it declares ({brief(error)}). Delete it and rerun the encoder stage."
         ) from error
     model.eval().requires_grad_(False)
     return model, summary

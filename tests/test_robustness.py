@@ -145,7 +145,10 @@ def test_target_images_that_are_source_images_under_another_dataset_name_are_ref
         "validation_size": 20,
         "shot_pool_size": 10,
     }
-    with pytest.raises(BenchmarkError, match=r"target images are also source training images \(the same pixels, whatever the dataset names\)"):
+    with pytest.raises(
+        BenchmarkError,
+        match=r"363 target images are also source training images \(the same pixels, whatever the dataset names; e\.g\. image 5 of 'digits_again' is image 5 of 'digits'\)",
+    ):
         build_task_manifest("t", spec, source, digits, same_pixels, [5], 1, 0)
 
 
@@ -540,7 +543,7 @@ def test_hints_name_the_right_fix_and_silent_leniency_is_gone(tmp_path):
 
     config = smoke_config()
     config["datasets"]["digits"]["options"] = {"partiton": "train"}
-    refused(config, "'datasets.digits.source'", "has no option(s) partiton", "Fix the spelling")
+    refused(config, "'datasets.digits.options'", "has no option(s) partiton", "Fix the spelling")
     with pytest.raises(BenchmarkError, match="has no option"):
         get_data_source("mnist_idx")(root="/x", prefx="t10k")
 
