@@ -53,6 +53,7 @@ META_TRAIN = RESULTS / f"metatrain/{META_TRAIN_KEY}"
 RUN = RESULTS / f"runs/{RUN_KEY}"
 RESULTS_CSV = RESULTS / "results.csv"
 RESULTS_TABLE = REPORTS / "results.md"
+MUTATION_REPORT = REPORTS / "mutation.md"  # scripts/mutation_test.py (not part of the pipeline)
 
 
 def dataset_metadata(dataset_path: str | Path) -> Path:

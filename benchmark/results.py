@@ -81,8 +81,14 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     summary = grouped["value"].agg(mean="mean", std="std", n="count").reset_index()
     summary["n_diverged"] = grouped["diverged"].sum().astype(int).to_numpy()
     completed = frame[~frame["diverged"]]
-    sizes = completed.groupby(GROUP, sort=True)[["n_real", "n_fake"]].agg(lambda values: "/".join(str(v) for v in sorted(set(values))))
+    sizes = completed.groupby(GROUP, sort=True)[["n_real", "n_fake"]].agg(
+        lambda values: "/".join(_count_text(v) for v in sorted(set(values), key=float))
+    )
     return summary.merge(sizes.reset_index(), on=GROUP, how="left")
+
+
+def _count_text(value: float | int | str | None) -> str:
+    return "" if pd.isna(value) else str(int(float(value)))
 
 
 def _number(value: float) -> str:
@@ -155,7 +161,9 @@ def _divergences(frame: pd.DataFrame) -> list[str]:
 def render_markdown(frame: pd.DataFrame) -> str:
     if frame.empty:
         raise BenchmarkError("No results to tabulate: the results CSV has no rows. Run the benchmark first.")
-    frame = frame.astype({"n_real": str, "n_fake": str})
+    # Sample sizes are text ("5000", or "5000/4000" when seeds differ). Read back from the CSV, a column with a
+    # diverged run (no sizes) is float: "5000.0" would be printed without the int().
+    frame = frame.assign(**{column: frame[column].map(_count_text) for column in ("n_real", "n_fake")})
     summary = summary_table(frame)
     lines = [
         "# Results",
@@ -220,6 +228,8 @@ def _compare(ranked: pd.DataFrame) -> str:
     if min(best["n"], second["n"]) < 2:
         return text + " (one seed each: no spread to compare with)."
     standard_error = (best["std"] ** 2 / best["n"] + second["std"] ** 2 / second["n"]) ** 0.5
-    ratio = (second["mean"] - best["mean"]) / standard_error if standard_error > 0 else float("inf")
+    difference = second["mean"] - best["mean"]
+    # Without any spread, a difference is resolved however small, and equal means are not.
+    ratio = difference / standard_error if standard_error > 0 else (float("inf") if difference > 0 else 0.0)
     verdict = "larger than" if ratio > 2 else "within"
     return text + f" = {ratio:.1f} standard errors of the difference, {verdict} 2 (n = {int(best['n'])} and {int(second['n'])} seeds)."

@@ -82,6 +82,7 @@ def test_without_protection_a_learn2learn_inner_loop_would_corrupt_batchnorm(tas
     assert not torch.equal(changed, models.generator.blocks[0][2].running_mean)
 
 
+@pytest.mark.slow
 def test_meta_training_stage_writes_a_loadable_checkpoint(tmp_path, digits):
     data = save_prepared(digits, tmp_path, "digits")
     source = build_source_manifest("low", {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, digits, 0)
@@ -161,6 +162,7 @@ def _error_after_inner_steps(models: GANModels, levels: list[float], hp: dict) -
     return sum(errors) / len(errors)
 
 
+@pytest.mark.slow
 def test_meta_learned_initialisation_adapts_faster_than_a_pretrained_one(tmp_path):
     """Toy family: each task is 8x8 images of one brightness level. MAML-GAN meta-trains on 9 levels; a plain GAN
     is pretrained on the union of the same images for twice as many steps. After the same 5 inner steps on an

@@ -48,6 +48,7 @@ def test_unknown_hyperparameter_is_refused():
         get_method("scratch")(learning_rate=1.0)
 
 
+@pytest.mark.slow
 def test_throwaway_method_from_a_temporary_file_runs_end_to_end(tmp_path, digits):
     plugins = tmp_path / "plugins"
     plugins.mkdir()

@@ -96,6 +96,7 @@ def test_empty_or_garbled_manifest_is_refused(tmp_path):
 
 
 @needs_omniglot
+@pytest.mark.slow
 def test_omniglot_alphabet_task_on_real_data():
     from benchmark.data import prepare_dataset
 

@@ -1,0 +1,53 @@
+"""Each method's default hyperparameters are part of the benchmark's protocol: a config that leaves a key out runs
+with them, and every published number depends on them. They change only on purpose, here and in the results."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.errors import BenchmarkError
+from benchmark.methods import get_method, methods
+
+META = {"inner_lr": 1e-2, "inner_steps": 5, "inner_batch_size": 32, "meta_iterations": 300, "meta_batch_size": 4, "outer_lr": 1e-4}
+PROTOCOL = {
+    "scratch": {},
+    "finetune": {},
+    "freeze_d": {"frozen_blocks": 1},
+    "l2sp": {"lambda_g": 1e-2, "mu_d": 1e-2, "form": "sum"},
+    "ewc": {"lambda_g": 2e3, "fisher_batches": 10, "fisher_batch_size": 64},
+    "maml_gan": {**META, "loss": "nonsaturating", "first_order": True},
+    "reptile": {**META, "loss": "nonsaturating"},
+}
+
+
+def test_defaults_are_the_protocols():
+    registered = methods()
+    assert {name: {key: hp.default for key, hp in registered[name].hyperparameters.items()} for name in PROTOCOL} == PROTOCOL
+    for name in PROTOCOL:
+        assert get_method(name)().hparams == PROTOCOL[name]  # what a config that names no hyperparameter runs
+
+
+# Counts of samples, steps and tasks start at 1; weights, rates and frozen_blocks (0: plain fine-tuning) at 0.
+COUNTS = {"fisher_batches", "fisher_batch_size", "inner_steps", "inner_batch_size", "meta_iterations", "meta_batch_size"}
+
+
+@pytest.mark.parametrize("name", sorted(PROTOCOL))
+def test_counts_start_at_one_and_weights_at_zero(name):
+    for key, default in PROTOCOL[name].items():
+        if isinstance(default, bool) or not isinstance(default, int | float):
+            continue
+        smallest = (1 if key in COUNTS else 0) if isinstance(default, int) else 0.0
+        get_method(name)(**{key: smallest})
+        with pytest.raises(BenchmarkError, match=rf"Hyperparameter '{name}.{key}' = .* is below its minimum {int(smallest)}\."):
+            get_method(name)(**{key: smallest - 1})
+
+
+def test_choices_accept_each_choice():
+    for first_order in (True, False):
+        assert get_method("maml_gan")(first_order=first_order).hparams["first_order"] is first_order
+    for form in ("sum", "mean_per_tensor"):
+        assert get_method("l2sp")(form=form).hparams["form"] == form
+    for loss in ("nonsaturating", "hinge"):
+        assert get_method("reptile")(loss=loss).hparams["loss"] == loss
+    with pytest.raises(BenchmarkError, match="is not one of"):
+        get_method("l2sp")(form="l1")

@@ -1,0 +1,210 @@
+"""The results table's numbers: means, sample standard deviations, scales, rankings and verdicts, checked against
+values worked out by hand, and a golden rendering of a committed results fixture.
+
+Each hand-worked case names the wrong implementation it catches; `scripts/mutation_test.py` checks that they do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark import results
+from benchmark.errors import BenchmarkError
+from benchmark.results import COLUMNS, collect_results, headline_comparison, render_markdown, summary_table
+from benchmark.selection import FINAL, ORACLE, SELECTED
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def record(method: str, seed: int, metric: str, value: float | None, status: str = "completed", **changes) -> dict:
+    """One results-CSV row of a task 'toy', K = 5, final checkpoint."""
+    row = dict.fromkeys(COLUMNS)
+    row.update(task="toy", task_kind="few-shot", shots=5, method=method, checkpoint="final", seed=seed, split_draw=seed, pretrain_seed=0)
+    row.update(status=status, metric=metric, value=value, n_real=500, n_fake=200, feature_space="encoder", details="{}")
+    if status == "diverged":
+        row.update(value=None, n_real=None, n_fake=None, details=json.dumps({"diverged_at_step": 40, "divergence_reason": "non-finite loss"}))
+    row.update(changes)
+    return row
+
+
+def table_row(markdown: str, method: str, section: str = "Fidelity and coverage:") -> list[str]:
+    """The cells of `method`'s row in the first table after `section`."""
+    block = markdown.split(section, 1)[1]
+    line = next(line for line in block.splitlines() if line.startswith(f"| 5 | {method} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def test_cells_are_the_mean_and_sample_std_scaled_as_their_header_says():
+    """KID 1, 2, 3 (x 10^-3) is "2 +/- 1" under "KID x 10^3": a population std (ddof = 0) prints 0.816, a dropped or
+    inverted scale prints 0.002 or 2e+06, a mean over the wrong seeds prints another number."""
+    rows = [record("good", seed, "kid", value) for seed, value in enumerate([1e-3, 2e-3, 3e-3])]
+    rows += [record("good", seed, "fid", value) for seed, value in enumerate([100.0, 100.0, 100.0])]
+    rows += [record("good", seed, "precision", value) for seed, value in enumerate([0.25, 0.5, 0.75])]
+    cells = table_row(render_markdown(frame(rows)), "good")
+    assert cells[2:] == ["2 +/- 1", "100.0 +/- 0", "0.5 +/- 0.25", "3"]
+
+
+def test_a_single_seed_has_no_spread_and_values_from_100_get_one_decimal():
+    """One seed: the mean alone. 99.5 keeps three significant digits, 100 and above get one decimal (a threshold of
+    101, or > instead of >=, prints "100" for the 100)."""
+    rows = [record("one", 0, "fid", 100.0), record("one", 0, "kid", 0.0995), record("one", 0, "density", 1234.56)]
+    assert table_row(render_markdown(frame(rows)), "one")[2:] == ["99.5", "100.0", "1234.6", "1"]
+
+
+def test_diverged_seeds_are_counted_apart_and_never_enter_a_mean():
+    rows = [record("shaky", 0, "kid", 1e-3), record("shaky", 1, "kid", 3e-3), record("shaky", 2, "kid", None, status="diverged")]
+    rows += [record("broken", seed, "kid", None, status="diverged") for seed in range(2)]
+    # FID_inf is not recorded for the diverged seed: the row still counts the seed that diverged (the most of any metric).
+    rows += [record("shaky", seed, "fid_inf", 5.0) for seed in range(2)]
+    markdown = render_markdown(frame(rows))
+    assert table_row(markdown, "shaky")[2:] == ["2 +/- 1.41", "5 +/- 0", "2 + 1 diverged"]
+    assert table_row(markdown, "broken")[2:] == ["diverged", "n/a", "0 + 2 diverged"]
+    assert "K = 5 broken seed 0 at step 40 (non-finite loss); K = 5 broken seed 1 at step 40" in markdown
+    assert "only shaky ran without diverging" not in markdown  # shaky has a diverged seed too: nobody is ranked
+    assert "every method had diverged seeds. Not ranked, because of diverged seeds: broken, shaky." in markdown
+
+
+def test_summary_is_per_group_over_completed_seeds():
+    rows = [record("a", seed, "kid", value) for seed, value in enumerate([1.0, 2.0, 6.0])] + [record("a", 3, "kid", None, status="diverged")]
+    rows += [record("a", seed, "fid", value) for seed, value in enumerate([10.0, 30.0])]
+    summary = summary_table(frame(rows)).set_index("metric")
+    assert summary.loc["kid", ["mean", "std", "n", "n_diverged"]].tolist() == pytest.approx([3.0, 7**0.5, 3, 1])
+    assert summary.loc["fid", ["mean", "std", "n", "n_diverged"]].tolist() == pytest.approx([20.0, 200**0.5, 2, 0])
+    assert summary.loc["kid", "n_real"] == "500"
+
+
+def summary_rows(*methods: tuple[str, float, float, int]) -> pd.DataFrame:
+    return pd.DataFrame([{"method": name, "mean": mean, "std": std, "n": n, "n_diverged": 0} for name, mean, std, n in methods])
+
+
+def test_headline_names_the_lowest_mean_and_the_difference_in_standard_errors():
+    """Best 10 +/- 2 (x 10^-3, n = 4) against 13 +/- 2: SE = sqrt(4/4 + 4/4) = 1.41, ratio 3 / 1.41 = 2.1, resolved.
+    Wrong implementations: sorting descending names `worse` as best; SE without the division by n gives 0.5
+    standard errors; a threshold of 0 would call 0.5 standard errors resolved (next test)."""
+    rows = summary_rows(("worse", 0.013, 0.002, 4), ("best", 0.010, 0.002, 4), ("worst", 0.020, 0.002, 4))
+    assert headline_comparison(rows) == (
+        "lowest mean KID x 10^3: best (10.00), runner-up worse (13.00); difference 3.00 = 2.1 standard errors of the "
+        "difference, larger than 2 (n = 4 and 4 seeds)."
+    )
+
+
+def test_a_difference_within_two_standard_errors_is_not_resolved():
+    # SE = sqrt(0.003^2 / 3 + 0.001^2 / 2) = 0.001915, ratio 0.003 / 0.001915 = 1.6.
+    rows = summary_rows(("a", 0.010, 0.003, 3), ("b", 0.013, 0.001, 2))
+    assert headline_comparison(rows).endswith("difference 3.00 = 1.6 standard errors of the difference, within 2 (n = 3 and 2 seeds).")
+    # Exactly 2 standard errors is not "larger than 2": SE = sqrt(2 * 0.002^2 / 2) = 0.002, ratio 0.004 / 0.002.
+    rows = summary_rows(("a", 0.010, 0.002, 2), ("b", 0.014, 0.002, 2))
+    assert "= 2.0 standard errors of the difference, within 2" in headline_comparison(rows)
+
+
+def test_one_seed_or_no_spread_gives_no_verdict_on_noise():
+    assert headline_comparison(summary_rows(("a", 0.01, float("nan"), 1), ("b", 0.02, 0.001, 3))).endswith(
+        "difference 10.00 (one seed each: no spread to compare with)."
+    )
+    identical_seeds = headline_comparison(summary_rows(("a", 0.01, 0.0, 3), ("b", 0.02, 0.0, 3)))
+    assert "= inf standard errors of the difference, larger than 2" in identical_seeds
+    # Equal means without spread are a tie, not a difference of infinitely many standard errors.
+    tie = headline_comparison(summary_rows(("a", 0.01, 0.0, 3), ("b", 0.01, 0.0, 3)))
+    assert tie.endswith("difference 0.00 = 0.0 standard errors of the difference, within 2 (n = 3 and 3 seeds).")
+    assert headline_comparison(summary_rows(("a", 0.01, 0.001, 3))) == "only a ran without diverging."
+
+
+def test_heldout_levels_and_sample_sizes_are_what_the_records_say():
+    """The held-out level is the mean of the records' held-out values (0.1 and 0.3 give 0.2), and each sample size
+    is the set of sizes the completed records report."""
+    rows = [
+        record("a", 0, "memorisation_share", 0.5, details=json.dumps({"heldout_value": 0.1}), n_real=10),
+        record("a", 1, "memorisation_share", 0.7, details=json.dumps({"heldout_value": 0.3}), n_real=10),
+        record("a", 0, "kid", 0.001, n_fake=2000),
+        record("a", 1, "kid", 0.002, n_fake=1000),
+    ]
+    markdown = render_markdown(frame(rows))
+    assert "Held-out real images score memorised share 0.2 (the level" in markdown
+    assert "Sample sizes: KID x 10^3: n_real 500, n_fake 1000/2000; memorised share: n_real 10, n_fake 200." in markdown
+
+
+def test_collect_gathers_every_record_sorted_with_its_hparams_and_details(tmp_path):
+    def metrics_file(run: str, seed: int, values: dict[str, float]) -> Path:
+        path = tmp_path / run / "metrics.json"
+        path.parent.mkdir()
+        records = [
+            {
+                **record("m", seed, metric, value),
+                "run_config": {"method_hparams": {"b": 2, "a": 1}},
+                "environment": {"code_version": "v1"},
+                "subset_size": 100,
+                "alpha": 0.05,
+            }
+            for metric, value in values.items()
+        ]
+        path.write_text(json.dumps({"records": records}))
+        return path
+
+    collected = collect_results([metrics_file("second", 1, {"kid": 0.2}), metrics_file("first", 0, {"kid": 0.1, "fid": 3.0})])
+    assert collected[["seed", "metric", "value"]].values.tolist() == [[0, "fid", 3.0], [0, "kid", 0.1], [1, "kid", 0.2]]
+    assert set(collected["method_hparams"]) == {'{"a": 1, "b": 2}'}
+    assert list(collected.columns) == COLUMNS
+    assert set(collected["details"]) == {'{"alpha": 0.05, "subset_size": 100}'}
+    assert set(collected["code_version"]) == {"v1"}
+    assert collected["run_dir"].tolist() == [str(tmp_path / "first")] * 2 + [str(tmp_path / "second")]
+
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(BenchmarkError, match="broken.json is not a readable metrics file"):
+        collect_results([tmp_path / "broken.json"])
+
+
+def test_committed_results_render_to_the_golden_table():
+    """A real results CSV (Fashion-MNIST -> MNIST, K = 10, four methods, three seeds, one diverged) renders exactly to
+    the committed table. After a deliberate change of the table, check the new numbers by hand, then regenerate:
+    `ganbench table --input tests/fixtures/results_small.csv --output tests/fixtures/results_small.md`."""
+    rendered = render_markdown(pd.read_csv(FIXTURES / "results_small.csv"))
+    assert rendered == (FIXTURES / "results_small.md").read_text()
+
+
+def test_the_golden_table_agrees_with_its_csv():
+    """Independent of the golden file: finetune's KID cell is the fixture's three KID values, averaged and scaled."""
+    fixture = pd.read_csv(FIXTURES / "results_small.csv")
+    kid = fixture[(fixture["method"] == "finetune") & (fixture["metric"] == "kid")]["value"].tolist()
+    mean = sum(kid) / 3
+    std = (sum((value - mean) ** 2 for value in kid) / 2) ** 0.5
+    block = render_markdown(fixture).split("Fidelity and coverage:", 1)[1]
+    line = next(line for line in block.splitlines() if line.startswith("| 10 | finetune |"))
+    assert line.split("|")[3].strip() == f"{mean * 1e3:.1f} +/- {std * 1e3:.1f}"
+
+
+def test_checkpoints_appear_in_order_and_the_oracle_is_flagged():
+    rows = [record("a", 0, "kid", 0.001, checkpoint=checkpoint) for checkpoint in (ORACLE, FINAL, SELECTED)]
+    titles = [line for line in render_markdown(frame(rows)).splitlines() if line.startswith("### ")]
+    assert titles == [
+        f"### Checkpoint: {FINAL}",
+        f"### Checkpoint: {SELECTED}",
+        f"### Checkpoint: {ORACLE} (ORACLE: selected on the test set, optimistic)",
+    ]
+
+
+def test_an_empty_frame_is_one_clear_error():
+    with pytest.raises(BenchmarkError, match="no rows"):
+        render_markdown(frame([]))
+
+
+def test_broken_summary_is_caught(monkeypatch):
+    """The hand-worked cases catch a wrong standard deviation: here a population std (ddof = 0)."""
+
+    def population_std(frame: pd.DataFrame) -> pd.DataFrame:
+        grouped = frame.assign(diverged=frame["status"].eq("diverged")).groupby(results.GROUP, sort=True)
+        summary = grouped["value"].agg(mean="mean", std=lambda values: values.std(ddof=0), n="count").reset_index()
+        summary["n_diverged"] = grouped["diverged"].sum().astype(int).to_numpy()
+        summary["n_real"] = summary["n_fake"] = "500"
+        return summary
+
+    monkeypatch.setattr(results, "summary_table", population_std)
+    with pytest.raises(AssertionError):
+        test_cells_are_the_mean_and_sample_std_scaled_as_their_header_says()
