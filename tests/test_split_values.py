@@ -56,7 +56,7 @@ def summary(digits: PreparedDataset) -> dict:
 
 
 def test_seeding_matches_the_stored_manifest(digits):
-    """Regenerate, after a deliberate change only: `python -c "import tests.test_split_values as t; t.regenerate()"`."""
+    """Regenerate after a deliberate change only, from `tests/`: `../.venv/bin/python -c "import test_split_values as t; t.regenerate()"`."""
     assert summary(digits) == json.loads(EXPECTED.read_text())
 
 
