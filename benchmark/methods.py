@@ -43,6 +43,29 @@ class Hyperparameter:
     help: str = ""
     minimum: float = 0  # smallest value that means something (1 for counts)
 
+    def __post_init__(self) -> None:
+        """A numeric search range must be one a sweep can draw from: refused when the method is defined."""
+        problem = self._search_problem()
+        if problem:
+            raise BenchmarkError(f"A hyperparameter with default {self.default!r} declares search={self.search}: {problem}.")
+
+    def _search_problem(self) -> str | None:
+        numbers = self.search is not None and all(isinstance(v, int | float) and not isinstance(v, bool) for v in self.search)
+        if not numbers or isinstance(self.default, bool | str):
+            return None  # choices of text or flags (or no range at all)
+        if len(self.search) != 2 or not self.search[0] < self.search[1]:
+            return "a range is (low, high) with low below high"
+        low, high = self.search
+        if not low <= self.default <= high:
+            return "the default lies outside the range"
+        if low < self.minimum:
+            return f"the range starts below the minimum {self.minimum}"
+        if self.log_scale and low <= 0:
+            return "a log-scale range must be positive"
+        if not self.log_scale and low > 0 and high / low > 100:
+            return "it spans more than two orders of magnitude: set log_scale=True"
+        return None
+
     def check(self, key: str, value: Any) -> None:
         """A value must have the default's type (an int passes for a float); text and flags must be a choice."""
         expected = type(self.default)

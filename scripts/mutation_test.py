@@ -52,6 +52,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "benchmark/metrics/diversity.py": METRIC_TESTS,
     "benchmark/metrics/modes.py": METRIC_TESTS,
     "benchmark/metrics/perceptual.py": METRIC_TESTS,
+    "benchmark/meta_learning.py": ("tests/test_meta_learning_values.py", *META_TESTS),
     "benchmark/training.py": (
         "tests/test_training_values.py",
         "tests/test_training.py",

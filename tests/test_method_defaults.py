@@ -3,10 +3,12 @@ with them, and every published number depends on them. They change only on purpo
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from benchmark.errors import BenchmarkError
-from benchmark.methods import get_method, methods
+from benchmark.methods import Hyperparameter, get_method, methods
 
 META = {"inner_lr": 1e-2, "inner_steps": 5, "inner_batch_size": 32, "meta_iterations": 300, "meta_batch_size": 4, "outer_lr": 1e-4}
 PROTOCOL = {
@@ -51,3 +53,28 @@ def test_choices_accept_each_choice():
         assert get_method("reptile")(loss=loss).hparams["loss"] == loss
     with pytest.raises(BenchmarkError, match="is not one of"):
         get_method("l2sp")(form="l1")
+
+
+@pytest.mark.parametrize(
+    ("declaration", "problem"),
+    [
+        ({"default": 1.0, "search": (2.0, 0.5)}, "a range is (low, high) with low below high"),
+        ({"default": 1.0, "search": (1.0, 1.0)}, "a range is (low, high) with low below high"),
+        ({"default": 5, "search": (1, 4)}, "the default lies outside the range"),
+        ({"default": 5, "search": (0, 10), "minimum": 1}, "the range starts below the minimum 1"),
+        ({"default": 1e-2, "search": (0.0, 1.0), "log_scale": True}, "a log-scale range must be positive"),
+        ({"default": 1e-2, "search": (1e-4, 1.0)}, "it spans more than two orders of magnitude: set log_scale=True"),
+    ],
+)
+def test_a_search_range_no_sweep_could_use_is_refused_where_it_is_declared(declaration, problem):
+    with pytest.raises(BenchmarkError, match=re.escape(problem)):
+        Hyperparameter(**declaration)
+
+
+def test_usable_search_ranges_and_choices_are_accepted():
+    Hyperparameter(default=1e-2, search=(1e-4, 1.0), log_scale=True)
+    Hyperparameter(default=5, search=(1, 100), minimum=1)  # a factor of 100, linear
+    Hyperparameter(default=0, search=(0, 2))  # from 0: no ratio to speak of
+    Hyperparameter(default="sum", search=("sum", "mean"))
+    Hyperparameter(default=True, search=(True, False))
+    Hyperparameter(default=64, minimum=1)
