@@ -38,18 +38,13 @@ MODIFIERS: dict[str, dict[str, Any]] = {
 @dataclass(frozen=True)
 class Hyperparameter:
     default: Any
-    search: tuple[Any, ...] | None = None  # (low, high) for numbers, or a tuple of choices
+    search: tuple[Any, ...] | None = None  # (low, high) for numbers, or a tuple of choices for text and flags
     log_scale: bool = False
     help: str = ""
     minimum: float = 0  # smallest value that means something (1 for counts)
 
-    def __post_init__(self) -> None:
-        """A numeric search range must be one a sweep can draw from: refused when the method is defined."""
-        problem = self._search_problem()
-        if problem:
-            raise BenchmarkError(f"A hyperparameter with default {self.default!r} declares search={self.search}: {problem}.")
-
-    def _search_problem(self) -> str | None:
+    def search_problem(self) -> str | None:
+        """Why a numeric search range is not one a sweep could draw from, or None (`Method` checks it on definition)."""
         numbers = self.search is not None and all(isinstance(v, int | float) and not isinstance(v, bool) for v in self.search)
         if not numbers or isinstance(self.default, bool | str):
             return None  # choices of text or flags (or no range at all)
@@ -62,8 +57,8 @@ class Hyperparameter:
             return f"the range starts below the minimum {self.minimum}"
         if self.log_scale and low <= 0:
             return "a log-scale range must be positive"
-        if not self.log_scale and low > 0 and high / low > 100:
-            return "it spans more than two orders of magnitude: set log_scale=True"
+        if not self.log_scale and low > 0 and high / low >= 100:
+            return "it spans two orders of magnitude or more: set log_scale=True"
         return None
 
     def check(self, key: str, value: Any) -> None:
@@ -112,6 +107,14 @@ class Method(TrainingHooks):
     requires: ClassVar[tuple[str, ...]] = ()
     hyperparameters: ClassVar[dict[str, Hyperparameter]] = {}
     augmentation: ClassVar[tuple[str, ...]] = ()  # DiffAugment policy, set by the "+diffaug" modifier
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A search range no sweep could draw from is refused where the method is defined, naming both."""
+        super().__init_subclass__(**kwargs)
+        for key, spec in cls.hyperparameters.items():
+            problem = spec.search_problem()
+            if problem:
+                raise BenchmarkError(f"Method '{cls.__dict__.get('name', cls.__name__)}' declares {key} with search={spec.search}: {problem}.")
 
     def __init__(self, **hparams: Any) -> None:
         unknown = sorted(set(hparams) - set(self.hyperparameters))

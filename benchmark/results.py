@@ -81,14 +81,17 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     summary = grouped["value"].agg(mean="mean", std="std", n="count").reset_index()
     summary["n_diverged"] = grouped["diverged"].sum().astype(int).to_numpy()
     completed = frame[~frame["diverged"]]
-    sizes = completed.groupby(GROUP, sort=True)[["n_real", "n_fake"]].agg(
-        lambda values: "/".join(_count_text(v) for v in sorted(set(values), key=float))
-    )
+    sizes = completed.groupby(GROUP, sort=True)[["n_real", "n_fake"]].agg(_size_text)
     return summary.merge(sizes.reset_index(), on=GROUP, how="left")
 
 
 def _count_text(value: float | int | str | None) -> str:
-    return "" if pd.isna(value) else str(int(float(value)))
+    return "" if pd.isna(value) or value == "" else str(int(float(value)))
+
+
+def _size_text(values: pd.Series) -> str:
+    """The distinct sample sizes of some records, in numeric order: "2000", or "1000/2000" when they differ."""
+    return "/".join(sorted({_count_text(value) for value in values} - {""}, key=int))
 
 
 def _number(value: float) -> str:
@@ -120,6 +123,8 @@ def _metric_table(block: pd.DataFrame, columns: list[MetricColumn]) -> list[str]
     lines = [header, "|" + "---|" * (len(present) + 3)]
     for (shots, method), rows in block.groupby(["shots", "method"], sort=True):
         by_metric = {row["metric"]: row for _, row in rows.iterrows()}
+        if not any(column.metric in by_metric for column in present):
+            continue  # a method with none of this table's metrics has no row here, rather than a row of n/a
         cells = [_cell(by_metric.get(column.metric), column) for column in present]
         count = _seed_count([by_metric[c.metric] for c in present if c.metric in by_metric])
         lines.append(f"| {shots} | {method} | " + " | ".join(cells) + f" | {count} |")
@@ -131,7 +136,7 @@ def _sample_sizes(block: pd.DataFrame) -> str:
     for column in (HEADLINE, DIVERSITY[0], DIVERSITY[-2]):
         rows = block[(block["metric"] == column.metric) & block["value"].notna()]
         if not rows.empty:
-            sizes.append(f"{column.label}: n_real {'/'.join(sorted(set(rows['n_real'])))}, n_fake {'/'.join(sorted(set(rows['n_fake'])))}")
+            sizes.append(f"{column.label}: n_real {_size_text(rows['n_real'])}, n_fake {_size_text(rows['n_fake'])}")
     return "; ".join(sizes)
 
 

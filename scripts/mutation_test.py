@@ -11,7 +11,7 @@ one, that reason.
     .venv/bin/python scripts/mutation_test.py --module benchmark/results.py --jobs 1
     .venv/bin/python scripts/mutation_test.py --list              # the mutants only, nothing runs
 
-Not part of CI (it takes about an hour on 2 cores). Why a runner of our own: mutmut and cosmic-ray mutate a
+Not part of CI (about 15 minutes on 2 cores). Why a runner of our own: mutmut and cosmic-ray mutate a
 whole package against one test command, while each of these modules has its own fast tests, and the plugins in
 `methods/` are loaded from files rather than imported as a package.
 """
@@ -30,7 +30,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -105,6 +106,14 @@ class Mutant:
     replacement: str
     operator: str
     original: str
+    line_text: str  # the mutated line as it stood when the mutants were found (whitespace collapsed)
+    occurrence: int = 1  # the n-th mutant of this line with this same change, left to right
+    diff: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        """How the accepted list names the mutant: file, line text, change and occurrence."""
+        return self.path, self.line_text, self.change, self.occurrence
 
     @property
     def change(self) -> str:
@@ -124,7 +133,7 @@ class MutantFinder(ast.NodeVisitor):
         self.line_starts = [0]
         for line in source.split(b"\n"):
             self.line_starts.append(self.line_starts[-1] + len(line) + 1)
-        self.lines = source.decode().splitlines()
+        self.lines = source.decode().split("\n")  # the same line breaks as the byte offsets above
         self.mutants: list[Mutant] = []
 
     # -- positions -----------------------------------------------------------------------------------------------
@@ -140,7 +149,9 @@ class MutantFinder(ast.NodeVisitor):
     def add(self, line: int, start: int, stop: int, replacement: str, operator: str) -> None:
         if NO_MUTATE in self.lines[line - 1]:
             return
-        self.mutants.append(Mutant(self.path, line, start, stop, replacement, operator, self.text(start, stop)))
+        self.mutants.append(
+            Mutant(self.path, line, start, stop, replacement, operator, self.text(start, stop), " ".join(self.lines[line - 1].split()))
+        )
 
     def token_between(self, left: ast.AST, right: ast.AST, token: str) -> tuple[int, int] | None:
         """Byte span of `token` in the gap between two sibling nodes (parentheses and comments may sit there too)."""
@@ -280,24 +291,26 @@ def find_mutants(path: str) -> list[Mutant]:
     source = (REPO / path).read_bytes()
     finder = MutantFinder(path, source)
     finder.visit(ast.parse(source))
-    mutants = []
+    mutants: list[Mutant] = []
+    seen: Counter = Counter()
     for mutant in sorted(set(finder.mutants), key=lambda m: (m.start, m.stop, m.replacement)):
+        mutated = mutant.apply(source)
         try:
-            ast.parse(mutant.apply(source))
+            ast.parse(mutated)
         except SyntaxError:
             continue  # e.g. `pass` where an expression statement was the body's value
-        mutants.append(mutant)
+        seen[mutant.line, mutant.change] += 1
+        mutants.append(replace(mutant, occurrence=seen[mutant.line, mutant.change], diff=unified_diff(path, source, mutated)))
     return mutants
 
 
-def diff(mutant: Mutant) -> str:
-    before = (REPO / mutant.path).read_bytes()
-    lines = difflib.unified_diff(before.decode().splitlines(), mutant.apply(before).decode().splitlines(), mutant.path, mutant.path, n=0, lineterm="")
+def unified_diff(path: str, before: bytes, after: bytes) -> str:
+    lines = difflib.unified_diff(before.decode().splitlines(), after.decode().splitlines(), path, path, n=0, lineterm="")
     return "\n".join(list(lines)[2:])
 
 
 # -- running ---------------------------------------------------------------------------------------------------------
-def ignored_when_copying():
+def ignored_when_copying() -> Callable[[str, list[str]], set[str]]:
     """Run outputs, caches and the environment (the copy runs the checkout's .venv). The layout is imported here, not
     at the top: a test server must not hold any `benchmark` module when it forks."""
     from benchmark.layout import REPORTS, RESULTS
@@ -459,14 +472,10 @@ def test_module(path: str, mutants: list[Mutant], workers: queue.Queue, jobs: in
     return outcomes
 
 
-def load_accepted() -> dict[tuple[str, str, str], str]:
+def load_accepted() -> dict[tuple[str, str, str, int], str]:
+    """(file, line text, change, occurrence) -> reason; `occurrence` may be left out when it is 1."""
     entries = yaml.safe_load(ACCEPTED_FILE.read_text()) if ACCEPTED_FILE.is_file() else []
-    return {(entry["file"], " ".join(entry["line"].split()), entry["change"]): entry["reason"] for entry in entries or []}
-
-
-def accepted_key(mutant: Mutant) -> tuple[str, str, str]:
-    line = (REPO / mutant.path).read_text().splitlines()[mutant.line - 1]
-    return mutant.path, " ".join(line.split()), mutant.change
+    return {(entry["file"], " ".join(entry["line"].split()), entry["change"], entry.get("occurrence", 1)): entry["reason"] for entry in entries or []}
 
 
 def write_report(outcomes: list[Outcome], seconds: float, jobs: int, commit: str) -> str:
@@ -477,7 +486,7 @@ def write_report(outcomes: list[Outcome], seconds: float, jobs: int, commit: str
     total = len(outcomes)
     killed = sum(outcome.status != "survived" for outcome in outcomes)
     survivors = [outcome for outcome in outcomes if outcome.status == "survived"]
-    explained = [outcome for outcome in survivors if accepted_key(outcome.mutant) in accepted]
+    explained = [outcome for outcome in survivors if outcome.mutant.key in accepted]
     lines = [
         "# Mutation testing",
         "",
@@ -493,37 +502,66 @@ def write_report(outcomes: list[Outcome], seconds: float, jobs: int, commit: str
     for path, counts in by_file.items():
         tests = ", ".join(Path(test).name for test in TARGETS[path])
         lines.append(f"| {path} | {tests} | {sum(counts.values())} | {counts['killed']} | {counts['timeout']} | {counts['survived']} |")
-    surviving_keys = {accepted_key(outcome.mutant) for outcome in survivors}
+    surviving_keys = {outcome.mutant.key for outcome in survivors}
     stale = [key for key in accepted if key[0] in by_file and key not in surviving_keys]
     if stale:
         lines += ["", "## Listed as accepted, but killed or gone (remove them from the list)", ""]
-        lines += [f"- {path}: `{line}`: {change}" for path, line, change in stale]
+        lines += [f"- {path}: `{line}`: {change} (occurrence {occurrence})" for path, line, change, occurrence in stale]
     lines += ["", "## Survivors", ""]
     for outcome in survivors:
-        reason = accepted.get(accepted_key(outcome.mutant), "NOT EXPLAINED: a behaviour no test pins down.")
+        reason = accepted.get(outcome.mutant.key, "NOT EXPLAINED: a behaviour no test pins down.")
         lines += [
             f"### {outcome.mutant.path}:{outcome.mutant.line} ({outcome.mutant.operator})",
             "",
             reason,
             "",
             "```diff",
-            diff(outcome.mutant),
+            outcome.mutant.diff,
             "```",
             "",
         ]
     return "\n".join(lines)
 
 
+def save_outcomes(path: Path, outcomes: list[Outcome], seconds: float, jobs: int, commit: str) -> None:
+    """Every mutant and its outcome, so that the report can be rebuilt after the accepted list changes (`--rebuild`)."""
+    import json
+
+    rows = [{**asdict(outcome.mutant), "status": outcome.status, "seconds": outcome.seconds} for outcome in outcomes]
+    path.write_text(json.dumps({"commit": commit, "seconds": seconds, "jobs": jobs, "outcomes": rows}) + "\n")
+
+
+def load_outcomes(path: Path) -> tuple[list[Outcome], float, int, str]:
+    import json
+
+    saved = json.loads(path.read_text())
+    outcomes = []
+    for row in saved["outcomes"]:
+        status, seconds = row.pop("status"), row.pop("seconds")
+        outcomes.append(Outcome(Mutant(**row), status, seconds))
+    return outcomes, saved["seconds"], saved["jobs"], saved["commit"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--module", action="append", choices=sorted(TARGETS), help="only this module (repeatable)")
-    parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (one repository copy each)")
+    parser.add_argument("--jobs", type=int, default=2, choices=range(1, 65), metavar="N", help="mutants tested at once (one repository copy each)")
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
-    parser.add_argument("--report", type=Path, help="where the report goes (default: reports/mutation.md)")
+    parser.add_argument("--report", type=Path, help="where the report goes (default: reports/mutation.md; the outcomes beside it, .json)")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the report from the saved outcomes (after editing the accepted list)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # a worker's test server (internal)
     args = parser.parse_args()
     if args.serve:
         serve()
+        return
+    from benchmark.layout import MUTATION_REPORT
+
+    report_path = args.report or REPO / MUTATION_REPORT
+    outcomes_path = report_path.with_suffix(".json")
+    if args.rebuild:
+        outcomes, seconds, jobs, commit = load_outcomes(outcomes_path)
+        report_path.write_text(write_report(outcomes, seconds, jobs, commit) + "\n")
+        print(f"report rebuilt from {outcomes_path} into {report_path}")
         return
     modules = args.module or list(TARGETS)
     mutants = {path: find_mutants(path) for path in modules}
@@ -549,13 +587,11 @@ def main() -> None:
         finally:
             for worker in pool:
                 worker.close()
-    report = write_report(outcomes, time.monotonic() - started, args.jobs, commit)
-    from benchmark.layout import MUTATION_REPORT
-
-    path = args.report or REPO / MUTATION_REPORT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report + "\n")
-    log(f"report written to {path}")
+    seconds = time.monotonic() - started
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    save_outcomes(outcomes_path, outcomes, seconds, args.jobs, commit)
+    report_path.write_text(write_report(outcomes, seconds, args.jobs, commit) + "\n")
+    log(f"report written to {report_path}, outcomes to {outcomes_path}")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,10 @@ def test_translation_shifts_whole_pixels_both_ways_up_to_an_eighth_of_the_side()
     original = torch.arange(1, 28 * 28 + 1, dtype=torch.float32).reshape(1, 1, 28, 28)
     moved = translation(original.expand(1500, 1, 28, 28), torch.Generator().manual_seed(0))
     seen = {shift_of(original[0], image, reach=4) for image in moved[:400]}
+    # Exactly the drawn shifts, in their direction: content moves down by dy and right by dx.
+    draws = torch.Generator().manual_seed(0)
+    dy, dx = torch.randint(-4, 5, (1500, 1), generator=draws), torch.randint(-4, 5, (1500, 1), generator=draws)
+    assert [shift_of(original[0], image, reach=4) for image in moved[:50]] == list(zip(dy[:50, 0].tolist(), dx[:50, 0].tolist()))
     assert {dy for dy, _ in seen} == set(range(-4, 5)) and {dx for _, dx in seen} == set(range(-4, 5))
     # Over all draws: the share of images with a shifted top-left corner pixel has the size a uniform shift gives.
     untouched = (moved[:, 0, 0, 0] == original[0, 0, 0, 0]).double().mean()

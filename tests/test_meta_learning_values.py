@@ -84,6 +84,14 @@ def test_meta_training_walks_through_the_tasks_in_order_and_logs_on_schedule(tmp
     assert (tmp_path / "short" / "checkpoint.pt").is_file()
 
 
+def test_meta_training_with_the_default_log_and_checkpoint_cadence(tmp_path):
+    """The meta-training stage passes no cadence: the defaults (every 25 iterations) must run."""
+    images, tasks = numbered_tasks(3)
+    meta_train_gan(GANModels.fresh(ARCH, 0), recording(meta_iterations=26, meta_batch_size=1), images, tasks, 0, tmp_path, {})
+    lines = [json.loads(line) for line in (tmp_path / "meta_log.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [1, 25, 26]
+
+
 def method_models(run_dir) -> GANModels:
     from benchmark.checkpoint import load_checkpoint, models_from_checkpoint
 

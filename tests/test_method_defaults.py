@@ -8,7 +8,7 @@ import re
 import pytest
 
 from benchmark.errors import BenchmarkError
-from benchmark.methods import Hyperparameter, get_method, methods
+from benchmark.methods import Hyperparameter, Method, get_method, methods
 
 META = {"inner_lr": 1e-2, "inner_steps": 5, "inner_batch_size": 32, "meta_iterations": 300, "meta_batch_size": 4, "outer_lr": 1e-4}
 PROTOCOL = {
@@ -63,18 +63,35 @@ def test_choices_accept_each_choice():
         ({"default": 5, "search": (1, 4)}, "the default lies outside the range"),
         ({"default": 5, "search": (0, 10), "minimum": 1}, "the range starts below the minimum 1"),
         ({"default": 1e-2, "search": (0.0, 1.0), "log_scale": True}, "a log-scale range must be positive"),
-        ({"default": 1e-2, "search": (1e-4, 1.0)}, "it spans more than two orders of magnitude: set log_scale=True"),
+        ({"default": 1e-2, "search": (1e-2, 1.0)}, "it spans two orders of magnitude or more: set log_scale=True"),
     ],
 )
 def test_a_search_range_no_sweep_could_use_is_refused_where_it_is_declared(declaration, problem):
-    with pytest.raises(BenchmarkError, match=re.escape(problem)):
-        Hyperparameter(**declaration)
+    with pytest.raises(BenchmarkError, match=re.escape(f"Method 'sloppy' declares weight with search={declaration['search']}: {problem}.")):
+
+        class Sloppy(Method):
+            name = "sloppy"
+            hyperparameters = {"weight": Hyperparameter(**declaration)}
 
 
 def test_usable_search_ranges_and_choices_are_accepted():
-    Hyperparameter(default=1e-2, search=(1e-4, 1.0), log_scale=True)
-    Hyperparameter(default=5, search=(1, 100), minimum=1)  # a factor of 100, linear
-    Hyperparameter(default=0, search=(0, 2))  # from 0: no ratio to speak of
-    Hyperparameter(default="sum", search=("sum", "mean"))
-    Hyperparameter(default=True, search=(True, False))
-    Hyperparameter(default=64, minimum=1)
+    for declaration in (
+        {"default": 1e-2, "search": (1e-4, 1.0), "log_scale": True},
+        {"default": 5, "search": (1, 99), "minimum": 1},  # under a factor of 100: linear is fine
+        {"default": 0, "search": (0, 2)},  # from 0: no ratio to speak of
+        {"default": "sum", "search": ("sum", "mean")},
+        {"default": True, "search": (True, False)},
+        {"default": 64, "minimum": 1},
+    ):
+        assert Hyperparameter(**declaration).search_problem() is None
+
+
+def test_every_frozen_blocks_value_in_the_search_range_freezes_something_and_trains_the_last_block():
+    """A sweep over freeze-D's range must never run plain fine-tuning (0) nor freeze all of D."""
+    from benchmark.models import Architecture, GANModels
+
+    low, high = methods()["freeze_d"].hyperparameters["frozen_blocks"].search
+    assert low >= 1
+    for frozen in range(low, high + 1):
+        models = GANModels.fresh(Architecture.from_config({"width": 8}, image_size=28, channels=1), 0)
+        get_method("freeze_d")(frozen_blocks=frozen).trainable_parameters(models.generator, models.discriminator)

@@ -243,7 +243,7 @@ def test_fid_infinity_needs_three_sizes():
 
 
 def test_a_ratio_test_on_squared_distances_fails_here(monkeypatch):
-    """The deliberately broken variant named above: the ratio test on squared distances passes 2 of 4, not 1."""
+    """The deliberately broken variant named above: the ratio test on squared distances passes 3 of 4, not 1."""
 
     def squared_memorisation(fake, heldout, num_shots, calibration_quantile, ratio_threshold):
         squared = NearestShots(fake.index, fake.first.pow(2), fake.second.pow(2))

@@ -43,6 +43,10 @@ def test_penalty_gradient_is_twice_the_weight_times_importance_times_the_differe
         torch.testing.assert_close(parameter.grad, 2 * 0.5 * fisher * (parameter.detach() - anchor))
 
 
+def test_a_single_tensor_penalty():
+    assert float(anchored_penalty(PARAMETERS[:1], ANCHORS[:1], 2.0, "sum", IMPORTANCE[:1])) == pytest.approx(2 * 12)
+
+
 def test_zero_weight_builds_no_penalty_and_unknown_forms_are_refused():
     assert anchored_penalty(PARAMETERS, ANCHORS, 0.0, "sum", IMPORTANCE) is None
     with pytest.raises(BenchmarkError, match="Penalty form 'l1' is unknown"):

@@ -44,7 +44,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 
 def test_cells_are_the_mean_and_sample_std_scaled_as_their_header_says():
     """KID 1, 2, 3 (x 10^-3) is "2 +/- 1" under "KID x 10^3": a population std (ddof = 0) prints 0.816, a dropped or
-    inverted scale prints 0.002 or 2e+06, a mean over the wrong seeds prints another number."""
+    inverted scale prints 0.002 or 2e-06, a mean over the wrong seeds prints another number."""
     rows = [record("good", seed, "kid", value) for seed, value in enumerate([1e-3, 2e-3, 3e-3])]
     rows += [record("good", seed, "fid", value) for seed, value in enumerate([100.0, 100.0, 100.0])]
     rows += [record("good", seed, "precision", value) for seed, value in enumerate([0.25, 0.5, 0.75])]
@@ -87,8 +87,8 @@ def summary_rows(*methods: tuple[str, float, float, int]) -> pd.DataFrame:
 
 def test_headline_names_the_lowest_mean_and_the_difference_in_standard_errors():
     """Best 10 +/- 2 (x 10^-3, n = 4) against 13 +/- 2: SE = sqrt(4/4 + 4/4) = 1.41, ratio 3 / 1.41 = 2.1, resolved.
-    Wrong implementations: sorting descending names `worse` as best; SE without the division by n gives 0.5
-    standard errors; a threshold of 0 would call 0.5 standard errors resolved (next test)."""
+    Wrong implementations: sorting descending names `worst` as best; SE without the division by n gives
+    3 / sqrt(8) = 1.1 standard errors, "within"; a threshold of 0 would call 1.6 standard errors resolved (next test)."""
     rows = summary_rows(("worse", 0.013, 0.002, 4), ("best", 0.010, 0.002, 4), ("worst", 0.020, 0.002, 4))
     assert headline_comparison(rows) == (
         "lowest mean KID x 10^3: best (10.00), runner-up worse (13.00); difference 3.00 = 2.1 standard errors of the "
@@ -97,7 +97,7 @@ def test_headline_names_the_lowest_mean_and_the_difference_in_standard_errors():
 
 
 def test_a_difference_within_two_standard_errors_is_not_resolved():
-    # SE = sqrt(0.003^2 / 3 + 0.001^2 / 2) = 0.001915, ratio 0.003 / 0.001915 = 1.6.
+    # SE = sqrt(0.003^2 / 3 + 0.001^2 / 2) = 0.001871, ratio 0.003 / 0.001871 = 1.6.
     rows = summary_rows(("a", 0.010, 0.003, 3), ("b", 0.013, 0.001, 2))
     assert headline_comparison(rows).endswith("difference 3.00 = 1.6 standard errors of the difference, within 2 (n = 3 and 2 seeds).")
     # Exactly 2 standard errors is not "larger than 2": SE = sqrt(2 * 0.002^2 / 2) = 0.002, ratio 0.004 / 0.002.
@@ -129,6 +129,8 @@ def test_heldout_levels_and_sample_sizes_are_what_the_records_say():
     markdown = render_markdown(frame(rows))
     assert "Held-out real images score memorised share 0.2 (the level" in markdown
     assert "Sample sizes: KID x 10^3: n_real 500, n_fake 1000/2000; memorised share: n_real 10, n_fake 200." in markdown
+    rows[3]["n_fake"] = 10000  # numeric order, not text order ("10000" < "2000")
+    assert "n_fake 2000/10000;" in render_markdown(frame(rows))
 
 
 def test_collect_gathers_every_record_sorted_with_its_hparams_and_details(tmp_path):
@@ -178,6 +180,14 @@ def test_the_golden_table_agrees_with_its_csv():
     block = render_markdown(fixture).split("Fidelity and coverage:", 1)[1]
     line = next(line for line in block.splitlines() if line.startswith("| 10 | finetune |"))
     assert line.split("|")[3].strip() == f"{mean * 1e3:.1f} +/- {std * 1e3:.1f}"
+
+
+def test_a_method_without_any_of_a_tables_metrics_has_no_row_in_it():
+    rows = [record("fid_only", 0, "kid", 0.001), record("diverse_only", 0, "intra_cluster_lpips", 0.4)]
+    markdown = render_markdown(frame(rows))
+    fidelity, diversity = markdown.split("Fidelity and coverage:", 1)[1].split("Diversity, mode collapse and memorisation:", 1)
+    assert "| 5 | diverse_only |" not in fidelity and "| 5 | fid_only |" not in diversity.split("K = 5")[0]
+    assert table_row(markdown, "diverse_only", "Diversity, mode collapse and memorisation:")[2:] == ["0.4", "1"]
 
 
 def test_checkpoints_appear_in_order_and_the_oracle_is_flagged():

@@ -101,9 +101,9 @@ def test_generate_refuses_non_finite_pixels_and_restores_the_mode():
     with pytest.raises(NonFiniteSamples):
         generate(generator, 3, 0, torch.device("cpu"))
     assert generator.training
-    generator.eval()
-    generate(Constant([0.0]).eval(), 2, 0, torch.device("cpu"))
-    assert not generator.training
+    quiet = Constant([0.0]).eval()
+    generate(quiet, 2, 0, torch.device("cpu"))
+    assert not quiet.training
 
 
 def test_generate_restores_the_training_mode():
