@@ -10,6 +10,7 @@ one, that reason.
     .venv/bin/python scripts/mutation_test.py                     # every target, 2 workers; writes reports/mutation.md
     .venv/bin/python scripts/mutation_test.py --module benchmark/results.py --jobs 1
     .venv/bin/python scripts/mutation_test.py --list              # the mutants only, nothing runs
+    .venv/bin/python scripts/mutation_test.py --rebuild           # the report again from the saved outcomes
 
 Not part of CI (about 15 minutes on 2 cores). Why a runner of our own: mutmut and cosmic-ray mutate a
 whole package against one test command, while each of these modules has its own fast tests, and the plugins in
