@@ -23,9 +23,12 @@ import argparse
 import ast
 import concurrent.futures
 import difflib
+import importlib
+import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -354,10 +357,6 @@ def serve() -> None:
     the tests, which the child imports from the copy on disk, with the mutant in it. Requests and replies are
     JSON lines on stdin and stdout; the child's own output goes to the log file named in the request.
     """
-    import importlib
-    import json
-    import signal
-
     for name in PREIMPORTED:
         importlib.import_module(name)
     import pytest
@@ -415,8 +414,6 @@ class Worker:
 
     def run_tests(self, tests: tuple[str, ...], timeout: float) -> tuple[str, float]:
         """'passed', 'failed' or 'timeout', and the seconds taken."""
-        import json
-
         args = ["-x", "-q", "-p", "no:cacheprovider", "--no-header", "-m", "not slow", *tests]
         self.server.stdin.write(json.dumps({"args": args, "timeout": timeout, "log": str(self.log)}) + "\n")
         self.server.stdin.flush()
@@ -526,15 +523,11 @@ def write_report(outcomes: list[Outcome], seconds: float, jobs: int, commit: str
 
 def save_outcomes(path: Path, outcomes: list[Outcome], seconds: float, jobs: int, commit: str) -> None:
     """Every mutant and its outcome, so that the report can be rebuilt after the accepted list changes (`--rebuild`)."""
-    import json
-
     rows = [{**asdict(outcome.mutant), "status": outcome.status, "seconds": outcome.seconds} for outcome in outcomes]
     path.write_text(json.dumps({"commit": commit, "seconds": seconds, "jobs": jobs, "outcomes": rows}) + "\n")
 
 
 def load_outcomes(path: Path) -> tuple[list[Outcome], float, int, str]:
-    import json
-
     saved = json.loads(path.read_text())
     outcomes = []
     for row in saved["outcomes"]:

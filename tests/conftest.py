@@ -129,6 +129,7 @@ def assert_one_clear_error(result: subprocess.CompletedProcess, *phrases: str) -
 
 
 TINY_ARCH = {"z_dim": 16, "width": 8}
+TINY_DIGIT_ARCH = Architecture.from_config(TINY_ARCH, image_size=28, channels=1)  # the tiny backbone at the digits' 28 px
 
 
 def adapt_settings(method: str = "finetune", steps: int = 5, **changes) -> dict:

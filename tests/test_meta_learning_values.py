@@ -13,10 +13,11 @@ from torch import nn
 
 from benchmark.errors import BenchmarkError
 from benchmark.meta_learning import MetaMethod, accumulate_gradients, inner_loop, meta_train_gan, refresh_buffers
-from benchmark.models import Architecture, GANModels
+from benchmark.models import GANModels
 from benchmark.training import TrainingDiverged, TrainSettings
+from conftest import TINY_DIGIT_ARCH
 
-ARCH = Architecture.from_config({"width": 8, "z_dim": 16}, image_size=28, channels=1)
+ARCH = TINY_DIGIT_ARCH
 
 
 def test_inner_loop_alternates_a_d_step_on_detached_fakes_and_a_g_step():

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from benchmark.methods import get_method
-from benchmark.models import Architecture, GANModels
+from benchmark.models import GANModels
 from benchmark.training import discriminator_loss, generator_loss
+from conftest import TINY_DIGIT_ARCH
 
-ARCH = Architecture.from_config({"width": 8, "z_dim": 16}, image_size=28, channels=1)
+ARCH = TINY_DIGIT_ARCH
 HPARAMS = {"inner_steps": 1, "inner_batch_size": 4, "meta_batch_size": 2, "outer_lr": 1e-3}
 
 

@@ -88,10 +88,11 @@ def test_usable_search_ranges_and_choices_are_accepted():
 
 def test_every_frozen_blocks_value_in_the_search_range_freezes_something_and_trains_the_last_block():
     """A sweep over freeze-D's range must never run plain fine-tuning (0) nor freeze all of D."""
-    from benchmark.models import Architecture, GANModels
+    from benchmark.models import GANModels
+    from conftest import TINY_DIGIT_ARCH
 
     low, high = methods()["freeze_d"].hyperparameters["frozen_blocks"].search
     assert low >= 1
     for frozen in range(low, high + 1):
-        models = GANModels.fresh(Architecture.from_config({"width": 8}, image_size=28, channels=1), 0)
+        models = GANModels.fresh(TINY_DIGIT_ARCH, 0)
         get_method("freeze_d")(frozen_blocks=frozen).trainable_parameters(models.generator, models.discriminator)

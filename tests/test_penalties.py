@@ -12,8 +12,9 @@ import torch
 from benchmark import regularisers
 from benchmark.errors import BenchmarkError
 from benchmark.methods import get_method
-from benchmark.models import Architecture, GANModels
+from benchmark.models import GANModels
 from benchmark.regularisers import anchored_penalty, snapshot
+from conftest import TINY_DIGIT_ARCH
 
 PARAMETERS = [torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([0.5, -1.0, 2.0])]
 ANCHORS = [torch.tensor([[0.0, 2.0], [1.0, 1.0]]), torch.tensor([0.0, 0.0, 0.0])]
@@ -61,7 +62,7 @@ def test_snapshot_is_a_detached_copy():
     assert torch.equal(copy, torch.ones(3)) and not copy.requires_grad
 
 
-ARCH = Architecture.from_config({"width": 8, "z_dim": 16}, image_size=28, channels=1)
+ARCH = TINY_DIGIT_ARCH
 
 
 def shifted(models: GANModels, amount: float) -> list[torch.Tensor]:

@@ -13,7 +13,7 @@ from torch import nn
 
 from benchmark import training
 from benchmark.layout import StageFolder
-from benchmark.models import Architecture, GANModels
+from benchmark.models import GANModels
 from benchmark.training import (
     NonFiniteSamples,
     TrainingDiverged,
@@ -26,8 +26,9 @@ from benchmark.training import (
     train_gan,
     update_ema,
 )
+from conftest import TINY_DIGIT_ARCH
 
-ARCH = Architecture.from_config({"width": 8, "z_dim": 16}, image_size=28, channels=1)
+ARCH = TINY_DIGIT_ARCH
 REAL = torch.tensor([2.0, 0.0, -0.5])
 FAKE = torch.tensor([-2.0, 0.5, 2.0])  # not symmetric: softplus(x) - softplus(-x) = x must not cancel
 
