@@ -78,7 +78,10 @@ def cmd_meta_train(args: argparse.Namespace) -> None:
     from benchmark.settings import MetaTrainSettings
     from benchmark.stages.meta_train import meta_train
 
-    meta_train(MetaTrainSettings.from_json(args.settings), manifest=args.manifest, dataset=args.dataset, output_dir=args.output_dir)
+    meta_train(
+        MetaTrainSettings.from_json(args.settings), manifest=args.manifest, dataset=args.dataset, output_dir=args.output_dir,
+        artefacts=_named_paths(args.artefact),
+    )  # fmt: skip
 
 
 def cmd_adapt(args: argparse.Namespace) -> None:
@@ -164,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = add("meta-train", cmd_meta_train, "meta-train G and D on a source's tasks (maml_gan, reptile)", trains=True)
     c.add_argument("--settings", required=True)
     files(c, "manifest", "dataset", "output-dir")
+    c.add_argument("--artefact", action="append", default=[], help="NAME=PATH of an artefact meta-training reads (init: source)")
     c = add("adapt", cmd_adapt, "adapt one method to one task's K shots for one seed", trains=True)
     c.add_argument("--settings", required=True)
     files(c, "manifest", "dataset", "encoder")

@@ -2,17 +2,22 @@
 
 A meta-learner (e.g. `methods/maml_gan.py`, `methods/reptile.py`) subclasses `MetaMethod` and says only how one
 outer update is computed from a batch of tasks (`meta_step`). What they share lives here: the inner loop
-(alternating D and G steps on a task's support images), the outer optimisers, the final refresh of the
-meta-model's buffers (inner loops must leave them alone: `benchmark.models.preserved_buffers`), and the
-meta-training loop (`meta_train_gan`) that walks through the tasks and writes a checkpoint every adaptation method
-can start from. The `meta_train` stage (`benchmark/stages/meta_train.py`) feeds it the source's task manifest.
+(alternating D and G steps on a task's support images), the outer optimisers, the starting point (a seeded random
+initialisation, or the source pretraining with `init: source`), the final refresh of the meta-model's buffers
+(inner loops leave G's BatchNorm statistics alone: `benchmark.models.preserved_batchnorm_statistics`), and the
+meta-training loop (`meta_train_gan`) that walks through the tasks, logs the meta-loss curve and writes a
+checkpoint every adaptation method can start from. The `meta_train` stage (`benchmark/stages/meta_train.py`)
+feeds it the source's task manifest.
 
-Adaptation of a meta-learned initialisation runs the same inner procedure (plain SGD at the inner learning
-rate) on the K shots for the adaptation budget.
+Adaptation of a meta-learned initialisation runs the inner procedure it was meta-trained for: plain SGD at the
+inner learning rate, the inner batch size, no EMA (`MetaMethod.training_settings`), for the adaptation budget;
+the adaptation curve always includes the step count of one inner loop, the regime meta-training optimised.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import time
@@ -48,13 +53,29 @@ def inner_loop(
     step_g: Callable[[torch.Tensor], None],
 ) -> None:
     """Alternating D and G steps on one task's support images, as the adaptation loop takes them."""
-    device = support.device
     for _ in range(steps):
-        real = support[torch.randint(len(support), (batch_size,), generator=rng).to(device)]
+        discriminator_steps(discriminator, generator, support, 1, batch_size, loss, rng, step_d)
+        z = torch.randn(batch_size, generator.z_dim, generator=rng).to(support.device)
+        step_g(generator_loss(loss, discriminator(generator(z))))
+
+
+def discriminator_steps(
+    discriminator: nn.Module,
+    generator: nn.Module,
+    images: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    loss: str,
+    rng: torch.Generator,
+    step_d: Callable[[torch.Tensor], None],
+) -> None:
+    """D steps only, on `images` against the (fixed) generator's samples: the D half of the inner loop, e.g. to
+    adapt a judge on a task's query images."""
+    device = images.device
+    for _ in range(steps):
+        real = images[torch.randint(len(images), (batch_size,), generator=rng).to(device)]
         z = torch.randn(batch_size, generator.z_dim, generator=rng).to(device)
         step_d(discriminator_loss(loss, discriminator(real), discriminator(generator(z).detach())))
-        z = torch.randn(batch_size, generator.z_dim, generator=rng).to(device)
-        step_g(generator_loss(loss, discriminator(generator(z))))
 
 
 def accumulate_gradients(parameters: list[nn.Parameter], gradients: tuple[torch.Tensor | None, ...], scale: float) -> None:
@@ -78,17 +99,38 @@ class MetaMethod(Method):
         "meta_batch_size": Hyperparameter(default=4, minimum=1, search=(1, 16), help="tasks per outer update"),
         "outer_lr": Hyperparameter(default=1e-4, search=(1e-5, 1e-3), log_scale=True),
         "loss": Hyperparameter(default="nonsaturating", search=LOSSES),
+        "init": Hyperparameter(
+            default="random", search=("random", "source"), help="meta-train from a seeded random initialisation or from the source pretraining"
+        ),
     }
+
+    @property
+    def meta_requires(self) -> tuple[str, ...]:
+        """The artefacts meta-training reads (names of `benchmark.layout.ARTEFACTS`)."""
+        return ("source_checkpoint",) if self.hparams["init"] == "source" else ()
+
+    def meta_initialise(self, context: AdaptationContext) -> GANModels:
+        """Where meta-training starts: the source's pretrained G (its EMA copy) and D, or fresh weights."""
+        return context.source_models() if self.hparams["init"] == "source" else context.fresh_models()
 
     def initialise(self, context: AdaptationContext) -> GANModels:
         return context.models_from("meta_checkpoint")
 
-    def make_optimiser(self, parameters: list[nn.Parameter], lr: float, settings: TrainSettings | None) -> torch.optim.Optimizer:
-        if settings is not None and settings.loss != self.hparams["loss"]:
+    def training_settings(self, settings: TrainSettings) -> TrainSettings:
+        """Adaptation runs the inner procedure: SGD at inner_lr (both nets), the inner batch size, no EMA (the
+        inner loop has none), with the inner loop's step count among the curve's evaluation steps."""
+        if settings.loss != self.hparams["loss"]:
             raise BenchmarkError(
                 f"{self.name} meta-trained with the {self.hparams['loss']} loss but would adapt with {settings.loss}: "
                 f"set adapt.method_hparams.{self.name}.loss to '{settings.loss}' (or the adapt loss to match)."
             )
+        hp = self.hparams
+        curve = set(settings.eval_steps) | ({hp["inner_steps"]} if hp["inner_steps"] < settings.steps else set())
+        return dataclasses.replace(
+            settings, lr_g=hp["inner_lr"], lr_d=hp["inner_lr"], batch_size=hp["inner_batch_size"], ema_decay=0.0, eval_steps=tuple(curve)
+        )
+
+    def make_optimiser(self, parameters: list[nn.Parameter], lr: float, settings: TrainSettings | None) -> torch.optim.Optimizer:
         return torch.optim.SGD(parameters, lr=self.hparams["inner_lr"])  # the inner procedure, on the K shots
 
     def outer_optimisers(self, models: GANModels) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
@@ -125,6 +167,34 @@ def refresh_buffers(generator: Generator, discriminator: Discriminator, images: 
         module.momentum = momentum
 
 
+def meta_curve_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Has the meta-loss curve flattened? For each logged loss: its window mean in the first, middle and last
+    fifth of the logged iterations, and the relative change between the last two of them (|change| under 5%:
+    flat). Fifths average several log windows, so one noisy window does not decide it."""
+    points = [entry for entry in entries if "window" in entry]
+    names = [key for key in (points[0] if points else {}) if key not in ("iteration", "window")]
+    summary: dict[str, Any] = {"losses": {}}
+    texts = []
+    for name in names:
+        values = [entry[name] for entry in points]
+        fifth = max(1, len(values) // 5)
+        first, middle, last = (sum(part) / len(part) for part in (values[:fifth], values[2 * fifth : 3 * fifth] or values[:fifth], values[-fifth:]))
+        before_last = values[-2 * fifth : -fifth] or values[:fifth]
+        change = (last - sum(before_last) / len(before_last)) / max(abs(last), 1e-12)
+        summary["losses"][name] = {
+            "first_fifth": first,
+            "middle_fifth": middle,
+            "last_fifth": last,
+            "last_change": change,
+            "flat": abs(change) < 0.05,
+        }
+        texts.append(
+            f"{name} {first:.4g} -> {middle:.4g} -> {last:.4g} ({change:+.1%} over the last fifth: {'flat' if abs(change) < 0.05 else 'still moving'})"
+        )
+    summary["text"] = "; ".join(texts) or "no logged iterations"
+    return summary
+
+
 def meta_train_gan(
     models: GANModels,
     method: MetaMethod,
@@ -140,7 +210,9 @@ def meta_train_gan(
 
     `images` holds every image the tasks use (float in [-1, 1], on the training device); a task is the rows of
     its support and its query images. Writes `checkpoint.pt` (the meta-parameters, loadable by every adaptation
-    method) and the meta log to `run_dir`; a killed job resumes from its last `resume.pt`.
+    method) and the meta log to `run_dir`; a killed job resumes from its last `resume.pt`. Each log line holds the
+    mean of every meta-loss over the iterations since the previous line (single outer steps are noisy), and the
+    final line of the run's log summarises that curve (`meta_curve_summary`).
     """
     folder = StageFolder(run_dir)
     hp = method.hparams
@@ -163,6 +235,7 @@ def meta_train_gan(
         return images[support], images[query]
 
     started = time.perf_counter()
+    window: list[dict[str, float]] = []  # the outer steps since the last log line (a resumed run starts a new one)
     for iteration in range(start + 1, hp["meta_iterations"] + 1):
         first = (iteration - 1) * hp["meta_batch_size"]
         losses = method.meta_step(models, [task_images(first + b) for b in range(hp["meta_batch_size"])], rng)
@@ -170,16 +243,22 @@ def meta_train_gan(
         if bad or not all(torch.isfinite(p).all() for p in [*models.generator.parameters(), *models.discriminator.parameters()]):
             folder.resume.unlink(missing_ok=True)  # resuming would only diverge again
             raise TrainingDiverged(iteration, f"non-finite {', '.join(bad) or 'meta-parameters'}")
+        window.append(losses)
         if iteration % log_every == 0 or iteration in (1, hp["meta_iterations"]):
             rate = (iteration - start) / (time.perf_counter() - started)
-            log_file.append({"iteration": iteration, **losses})
-            log.info("meta-iteration %d/%d  %s  (%.2f it/s)", iteration, hp["meta_iterations"], losses, rate)
+            means = {name: sum(entry[name] for entry in window) / len(window) for name in losses}
+            log_file.append({"iteration": iteration, "window": len(window), **means})
+            log.info("meta-iteration %d/%d  mean of the last %d: %s  (%.2f it/s)", iteration, hp["meta_iterations"], len(window), means, rate)
+            window = []
         if iteration % checkpoint_every == 0 and iteration != hp["meta_iterations"]:
             state.save(folder.resume, iteration, mid_run=True)
     refresh_buffers(models.generator, models.discriminator, images, rng)
     non_finite = non_finite_tensors(models.generator) + non_finite_tensors(models.discriminator)
     if non_finite:  # e.g. BatchNorm statistics of meta-parameters that produce NaN activations
         raise TrainingDiverged(hp["meta_iterations"], f"non-finite {', '.join(non_finite)} after the final buffer refresh")
+    summary = meta_curve_summary([json.loads(line) for line in log_file.lines])
+    log.info("meta-loss curve: %s", summary["text"])
+    log_file.append({"iteration": hp["meta_iterations"], "curve_summary": summary})
     log_file.write()
     # What adaptation reads: the meta-parameters only (no optimiser or random state: it is never resumed).
     save_checkpoint(

@@ -148,16 +148,63 @@ class GANModels:
         return cls(arch, generator.to(device), discriminator.to(device))
 
 
+def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [layer for layer in module.modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
+
+
 @contextlib.contextmanager
-def preserved_buffers(*modules: nn.Module) -> Iterator[None]:
-    """Restore every buffer on exit: forward passes in train mode update BatchNorm statistics and spectral-norm
-    vectors in place. Used where a pass must not change a model: learn2learn's clones share buffers with the
-    meta-model, so MAML's inner loops run inside it."""
-    saved = [[buffer.detach().clone() for buffer in module.buffers()] for module in modules]
+def preserved_batchnorm_statistics(*modules: nn.Module) -> Iterator[None]:
+    """Restore the BatchNorm running statistics on exit: forward passes in train mode update them in place. Used
+    where a pass must not change a model's statistics: learn2learn's clones share buffers with the meta-model, so
+    MAML's inner loops run inside it.
+
+    Spectral-norm power-iteration vectors are deliberately not restored: they are a warm start for estimating the
+    largest singular value of weights that change slowly, so they carry over between inner steps and tasks as they
+    do between the steps of ordinary training (restoring them would reset them to their initial values for
+    every task, and one power iteration per step could then never catch up with the meta-weights)."""
+    saved = [[(layer, {name: buffer.detach().clone() for name, buffer in layer.named_buffers()}) for layer in batchnorm_layers(m)] for m in modules]
     try:
         yield
     finally:
         with torch.no_grad():
-            for module, buffers in zip(modules, saved):
-                for buffer, value in zip(module.buffers(), buffers):
-                    buffer.copy_(value)
+            for layers in saved:
+                for layer, buffers in layers:
+                    for name, buffer in layer.named_buffers():
+                        buffer.copy_(buffers[name])
+
+
+@torch.no_grad()
+def carry_power_iteration_vectors(meta: nn.Module, adapted: nn.Module) -> None:
+    """Copy the spectral-norm power-iteration vectors (every buffer that is not a BatchNorm statistic) of an
+    adapted copy back into the module it was copied from, so that the next copy starts from up-to-date vectors."""
+    statistics = {id(buffer) for layer in batchnorm_layers(meta) for buffer in layer.buffers()}
+    for (name, buffer), (adapted_name, adapted_buffer) in zip(meta.named_buffers(), adapted.named_buffers(), strict=True):
+        if id(buffer) not in statistics:
+            assert name == adapted_name, (name, adapted_name)
+            buffer.copy_(adapted_buffer)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(generator: Generator, batches: int, batch_size: int, seed: int) -> int:
+    """Re-estimate G's BatchNorm running statistics from its own samples: reset them and take the cumulative
+    average of the batch statistics of `batches` batches of fresh noise, in train mode. Needed wherever G's weights
+    are not the ones its statistics were tracked for (an EMA of weights; meta-parameters after inner loops).
+    Noise comes from its own seeded generator, so the result depends only on the weights, `seed` and the counts.
+    Returns the number of BatchNorm layers recalibrated (0: nothing to do)."""
+    layers = batchnorm_layers(generator)
+    if not layers:
+        return 0
+    was_training = generator.training
+    generator.train()
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative moving average: an equal-weight mean over the batches
+    noise = torch.Generator().manual_seed(seed)
+    device = next(generator.parameters()).device
+    for _ in range(batches):
+        generator(torch.randn(batch_size, generator.z_dim, generator=noise).to(device))
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    generator.train(was_training)
+    return len(layers)

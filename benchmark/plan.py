@@ -101,6 +101,12 @@ class Plan:
         fields = {"source": self.config["tasks"][run.task]["source"], "seed": run.pretrain_seed, "method": split_variant(run.method)[0]}
         return {name: layout.ARTEFACTS[name].fill(**fields) for name in get_method(run.method).requires}
 
+    def meta_artefacts(self, source: str, method: str, seed: int) -> dict[str, str]:
+        """The files a meta-learner's meta-training reads (`MetaMethod.meta_requires`: the source checkpoint when it
+        starts from the source pretraining)."""
+        learner = get_method(method)(**method_hparams(self.config, method))
+        return {name: layout.ARTEFACTS[name].fill(source=source, seed=seed, method=method) for name in learner.meta_requires}
+
     def feature_inputs(self) -> dict[str, str]:
         """The encoder, and the Inception weights file when one is configured (a changed file reruns scoring)."""
         weights = self.config["evaluation"]["inception_weights"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.errors import BenchmarkError
-from benchmark.selection import CHECKPOINTS
+from benchmark.selection import CHECKPOINTS, CURVE
 from benchmark.settings import RUN_FIELDS
 
 # What a summary row is about: a table cell is the seeds of one group.
@@ -169,6 +169,9 @@ def render_markdown(frame: pd.DataFrame) -> str:
     # Sample sizes are text ("5000", or "5000/4000" when seeds differ). Read back from the CSV, a column with a
     # diverged run (no sizes) is float: "5000.0" would be printed without the int().
     frame = frame.assign(**{column: frame[column].map(_count_text) for column in ("n_real", "n_fake")})
+    curve, frame = frame[frame["checkpoint"].eq(CURVE)], frame[~frame["checkpoint"].eq(CURVE)]
+    if frame.empty:
+        raise BenchmarkError("No results to tabulate: the results CSV holds only adaptation curves. Rerun the evaluations.")
     summary = summary_table(frame)
     lines = [
         "# Results",
@@ -187,6 +190,9 @@ def render_markdown(frame: pd.DataFrame) -> str:
         "- Checkpoints: *final* is the last step; *validation-selected* is the evaluation step with the lowest",
         "  validation-split score. An *oracle* selection, when shown, chose the checkpoint on the reference (test)",
         "  set itself and is optimistic: do not compare it with other papers' numbers as if it were held out.",
+        "- The *adaptation curve* is KID on the validation split (not the reference set) after each number of",
+        "  adaptation steps, scored during training (step 0: the starting point): which method is best after a",
+        "  short budget, not only after the full one.",
         "",
     ]
     for (task, kind), block in summary.groupby(["task", "task_kind"], sort=True):
@@ -207,7 +213,38 @@ def render_markdown(frame: pd.DataFrame) -> str:
             lines += ["Diversity, mode collapse and memorisation:", ""] + _metric_table(rows, DIVERSITY)
             for shots, headline in rows[rows["metric"] == HEADLINE.metric].groupby("shots", sort=True):
                 lines += [f"K = {shots}, {checkpoint}: {headline_comparison(headline)}", ""]
+        lines += curve_table(curve[curve["task"] == task])
     return "\n".join(lines)
+
+
+def curve_table(curve: pd.DataFrame) -> list[str]:
+    """Per K: validation KID x 10^3 after each evaluated number of steps, mean +/- std over seeds (n per row);
+    the lowest mean of each column in bold."""
+    rows = curve[curve["metric"].eq(HEADLINE.metric) & curve["value"].notna()]
+    if rows.empty:
+        return []
+    lines = ["### Adaptation curve: validation KID x 10^3 (lower) by adaptation step", ""]
+    for shots, block in rows.groupby("shots", sort=True):
+        stats = block.groupby(["method", "checkpoint_step"])["value"].agg(["mean", "std", "count"])
+        steps = sorted({int(step) for step in block["checkpoint_step"]})
+        best = {step: stats.xs(step, level="checkpoint_step")["mean"].min() for step in steps}
+        sizes = f"n_real {_size_text(block['n_real'])}, n_fake {_size_text(block['n_fake'])}"
+        lines += [f"K = {shots} ({sizes}):", "", "| method | " + " | ".join(f"step {s}" for s in steps) + " | n |", "|" + "---|" * (len(steps) + 2)]
+        for method, by_step in stats.groupby(level="method", sort=True):
+            by_step = by_step.droplevel("method")
+            cells = []
+            for step in steps:
+                if step not in by_step.index:
+                    cells.append("n/a")
+                    continue
+                entry = by_step.loc[step]
+                text = _number(entry["mean"] * HEADLINE.scale)
+                text = f"**{text}**" if entry["mean"] == best[step] else text
+                cells.append(text if pd.isna(entry["std"]) else f"{text} +/- {_number(entry['std'] * HEADLINE.scale)}")
+            counts = "/".join(str(c) for c in sorted({int(c) for c in by_step["count"]}))
+            lines.append(f"| {method} | " + " | ".join(cells) + f" | {counts} |")
+        lines.append("")
+    return lines
 
 
 def headline_comparison(rows: pd.DataFrame) -> str:

@@ -5,6 +5,10 @@
   scored during training on the task's validation split, which is disjoint from the reference set;
 - "oracle (reference-selected)": only when `evaluation.oracle_selection` is true: the evaluation step that
   scores best on the reference set itself. It is optimistic (the test set chooses), so tables label it.
+
+Every evaluation step is a candidate: the adaptation-curve steps (`train.eval_steps`, 0 being the starting point
+before any adaptation), every `eval_every`-th step and the last. Their validation scores, reported as the
+"adaptation curve" (`CURVE`), answer which method is best after a given number of steps.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from benchmark.layout import StageFolder
 
 FINAL, SELECTED, ORACLE = "final", "validation-selected", "oracle (reference-selected)"
 CHECKPOINTS = (FINAL, SELECTED, ORACLE)  # in the order tables show them
+CURVE = "adaptation curve"  # validation-split scores at every evaluation step, not a checkpoint choice
 
 
 def validation_scores(run_dir: str | Path) -> dict[int, dict[str, float]]:

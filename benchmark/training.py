@@ -1,10 +1,15 @@
 """The one GAN training loop every stage and method shares.
 
-Methods change it only through `TrainingHooks`: which parameters train, and extra penalty terms for G and D.
-The loop owns the rest: losses, Adam, optional EMA of G, the step budget, the evaluation schedule, JSON-lines
-logs, and checkpoints that a later call resumes from (bit-identical on CPU: model, optimiser and RNG states).
-At every evaluation step before the last, the evaluated generator is also kept as a snapshot, so that the
-evaluation stage can score the checkpoint that the validation split selects.
+Methods change it only through `TrainingHooks`: the training settings they adapt with, which parameters train,
+and extra penalty terms for G and D. The loop owns the rest: losses, Adam, optional EMA of G, the step budget,
+the evaluation schedule (every `eval_every` steps, the adaptation-curve steps `eval_steps`, and the last step),
+JSON-lines logs, and checkpoints that a later call resumes from (bit-identical on CPU: model, optimiser and RNG
+states). At every evaluation step before the last, the evaluated generator is also kept as a snapshot, so that
+the evaluation stage can score the checkpoint that the validation split selects.
+
+The EMA generator's weights are an average, not the weights whose activations the training batches measured, so
+its BatchNorm statistics are re-estimated from its own samples (`benchmark.models.recalibrate_batchnorm`,
+`bn_recalibration_batches` batches) each time it is evaluated, snapshotted or saved.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from benchmark.checkpoint import save_snapshot
 from benchmark.config import complete
 from benchmark.errors import BenchmarkError
 from benchmark.layout import StageFolder
-from benchmark.models import Discriminator, GANModels, Generator
+from benchmark.models import Discriminator, GANModels, Generator, recalibrate_batchnorm
 from benchmark.resume import JsonLog, TrainingState
 
 log = logging.getLogger(__name__)
@@ -51,19 +56,40 @@ class TrainSettings:
     loss: str  # one of LOSSES
     ema_decay: float  # 0 disables the EMA generator
     eval_every: int  # 0: evaluate once, at the end
+    eval_steps: tuple[int, ...]  # further evaluation steps (the adaptation curve); 0 is the starting point
+    bn_recalibration_batches: int  # batches of its own samples that set the EMA generator's BatchNorm statistics
     checkpoint_every: int  # 0: checkpoint only at the end
     log_every: int
 
     def __post_init__(self) -> None:
-        complete("train", asdict(self))  # the schema's constraints (loss, ranges) also hold when built by hand
+        object.__setattr__(self, "eval_steps", tuple(sorted(self.eval_steps)))
+        complete("train", asdict(self) | {"eval_steps": list(self.eval_steps)})  # the schema's constraints also hold when built by hand
+        late = [step for step in self.eval_steps if step >= self.steps]
+        if late:
+            raise BenchmarkError(
+                f"Training setting eval_steps {late} lie at or beyond the last step ({self.steps}), which is always "
+                f"evaluated: list only steps below {self.steps}."
+            )
 
     @classmethod
     def from_config(cls, train: dict[str, Any]) -> TrainSettings:
         return cls(**complete("train", train))
 
+    def evaluates_at(self, step: int) -> bool:
+        """Whether the schedule scores the generator after `step` (0: before the first step)."""
+        return step == self.steps or step in self.eval_steps or bool(self.eval_every and step and step % self.eval_every == 0)
+
+    def as_record(self) -> dict[str, Any]:
+        return asdict(self) | {"eval_steps": list(self.eval_steps)}
+
 
 class TrainingHooks:
     """What a method may change in plain GAN training. The defaults are plain training."""
+
+    def training_settings(self, settings: TrainSettings) -> TrainSettings:
+        """The settings this method trains with, given the configured ones (e.g. a meta-learner adapts with its
+        inner procedure). Runs record what this returns, so a run's identity names the rates it really used."""
+        return settings
 
     def trainable_parameters(self, generator: Generator, discriminator: Discriminator) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """Called once per training run, after both models were put in train mode."""
@@ -116,10 +142,10 @@ def generator_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def update_ema(ema: Generator, generator: Generator, decay: float) -> None:
+    """Weights only: G's running BatchNorm statistics belong to G's weights, not to the average
+    (`recalibrate_batchnorm` gives the EMA generator its own before it is used)."""
     for ema_param, param in zip(ema.parameters(), generator.parameters()):
         ema_param.lerp_(param, 1.0 - decay)
-    for ema_buffer, buffer in zip(ema.buffers(), generator.buffers()):
-        ema_buffer.copy_(buffer)
 
 
 @torch.no_grad()
@@ -163,9 +189,11 @@ def train_gan(
     """Train `models` on `real_images` (float in [-1, 1], N x C x H x W, on the training device).
 
     `run_identity` holds everything that defines the run (hyperparameters, data hashes, seed); a checkpoint in
-    `run_dir` is resumed only when its identity is equal, otherwise the differing keys are named.
-    Returns the models to evaluate: G (the EMA copy when enabled) and D.
+    `run_dir` is resumed only when its identity is equal, otherwise the differing keys are named. The hooks may
+    replace `settings` (`TrainingHooks.training_settings`); the identity records the settings actually used.
+    Returns the models to evaluate: G (the EMA copy when enabled, its BatchNorm statistics its own) and D.
     """
+    settings = hooks.training_settings(settings)
     folder = StageFolder(run_dir)
     folder.path.mkdir(parents=True, exist_ok=True)
     device = real_images.device
@@ -179,7 +207,7 @@ def train_gan(
     # Batches and noise come from one generator whose state is checkpointed: a resumed run draws what an
     # uninterrupted one would have drawn.
     sampler = torch.Generator().manual_seed(seed)
-    identity = {**run_identity, "train_settings": asdict(settings), "seed": seed}
+    identity = {**run_identity, "train_settings": settings.as_record(), "seed": seed}
     log_file = JsonLog(folder.train_log)
     state = TrainingState(
         identity,
@@ -206,9 +234,22 @@ def train_gan(
         folder.resume.unlink(missing_ok=True)  # resuming would only diverge again at the same step
         raise TrainingDiverged(step, reason)
 
+    recalibrated_at: list[int] = []
+
+    def evaluated_generator(step: int) -> Generator:
+        """G, or the EMA generator with BatchNorm statistics re-estimated for its weights of this step."""
+        if ema is None:
+            return generator
+        if recalibrated_at != [step]:
+            # Seeded by the run's seed only: the statistics depend on the weights alone, so a resumed run's
+            # checkpoints equal an uninterrupted run's whatever the EMA's buffers held when it was saved.
+            recalibrate_batchnorm(ema, settings.bn_recalibration_batches, settings.batch_size, seed)
+            recalibrated_at[:] = [step]
+        return ema
+
     def run_evaluation(step: int) -> None:
         if evaluate is not None:
-            evaluated = ema if ema is not None else generator
+            evaluated = evaluated_generator(step)
             try:
                 result = evaluate(evaluated, step)
             except NonFiniteSamples:
@@ -219,6 +260,8 @@ def train_gan(
                 save_snapshot(folder.snapshot(step), step, models.arch, identity, evaluated)
 
     num_real = real_images.shape[0]
+    if start_step == 0 and settings.evaluates_at(0):
+        run_evaluation(0)  # the starting point of the adaptation curve
     started, last_time, last_step = time.perf_counter(), time.perf_counter(), start_step
     for step in range(start_step + 1, settings.steps + 1):
         real = real_images[torch.randint(num_real, (settings.batch_size,), generator=sampler).to(device)]
@@ -247,11 +290,12 @@ def train_gan(
             values.update(step=step, d_real=real_logits.mean().item(), d_fake=fake_logits.mean().item(), steps_per_s=round(rate, 2))
             log_file.append(values)
             log.info("step %d/%d  loss_d %.3f  loss_g %.3f  (%.1f steps/s)", step, settings.steps, values["loss_d"], values["loss_g"], rate)
-        if settings.eval_every and step % settings.eval_every == 0 and step != settings.steps:
+        if settings.evaluates_at(step) and step != settings.steps:
             run_evaluation(step)
         if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step != settings.steps:
             checkpoint(step)
     if start_step < settings.steps:
+        evaluated_generator(settings.steps)  # the saved EMA generator carries its own statistics
         run_evaluation(settings.steps)
         checkpoint(settings.steps)
         folder.resume.unlink(missing_ok=True)

@@ -3,7 +3,7 @@ import copy
 import torch
 
 from benchmark.meta_learning import MetaMethod, Task, accumulate_gradients, inner_loop
-from benchmark.models import GANModels
+from benchmark.models import GANModels, carry_power_iteration_vectors
 
 
 def _sgd_step(optimiser: torch.optim.Optimizer):
@@ -18,7 +18,8 @@ def _sgd_step(optimiser: torch.optim.Optimizer):
 class Reptile(MetaMethod):
     """Reptile for GANs (FIGR): first-order meta-learning. Each task trains copies of G and D with the inner
     loop on its support images; the meta-gradient is (theta - phi), the meta-weights minus the adapted weights,
-    averaged over the tasks of a batch and applied with Adam, for both G and D."""
+    averaged over the tasks of a batch and applied with Adam, for both G and D. D's spectral-norm power-iteration
+    vectors carry over from the task copies to the meta-model, as between the steps of ordinary training."""
 
     name = "reptile"
     paper = "Nichol, Achiam, Schulman, Reptile, 2018; for GANs: Clouatre & Demers, FIGR, 2019"
@@ -36,6 +37,9 @@ class Reptile(MetaMethod):
             inner_loop(
                 generator, discriminator, support, hp["inner_steps"], hp["inner_batch_size"], hp["loss"], rng, _sgd_step(inner_d), _sgd_step(inner_g)
             )
+            # The task copies' spectral-norm vectors go back to the meta-model, so that they keep tracking the
+            # meta-weights from task to task (BatchNorm statistics stay: they belong to each task's weights).
+            carry_power_iteration_vectors(models.discriminator, discriminator)
             for meta, adapted in ((models.generator, generator), (models.discriminator, discriminator)):
                 pairs = [(p, q) for p, q in zip(meta.parameters(), adapted.parameters()) if p.requires_grad]
                 accumulate_gradients([p for p, _ in pairs], tuple(p.detach() - q.detach() for p, q in pairs), 1.0 / len(tasks))

@@ -58,6 +58,14 @@ def adapt_inputs(wildcards):
     }
 
 
+def meta_train_inputs(wildcards):
+    return {
+        "manifest": layout.META_SPLIT.fill(source=wildcards.source),
+        "dataset": PLAN.source_dataset(wildcards.source),
+        **PLAN.meta_artefacts(wildcards.source, wildcards.method, int(wildcards.seed)),
+    }
+
+
 def evaluate_inputs(wildcards):
     return {
         "manifest": layout.TASK_SPLIT.fill(task=wildcards.task),

@@ -22,13 +22,13 @@ rule pretrain:
 
 rule meta_train:
     input:
-        manifest=rules.split_meta.output[0],
-        dataset=lambda w: PLAN.source_dataset(w.source),
+        unpack(meta_train_inputs),
     output:
         checkpoint=layout.META_TRAIN / layout.StageFolder.CHECKPOINT,
         config=layout.META_TRAIN / layout.StageFolder.CONFIG,
     params:
         settings=lambda w: as_arg(PLAN.meta_train(w.method, int(w.seed))),
+        artefacts=lambda w: " ".join(f"--artefact {name}={path}" for name, path in PLAN.meta_artefacts(w.source, w.method, int(w.seed)).items()),
     threads: 1
     resources:
         mem_mb=4000,
@@ -39,7 +39,7 @@ rule meta_train:
         layout.benchmark("meta_train", layout.META_TRAIN_KEY)
     shell:
         "ganbench --threads {threads} meta-train --settings {params.settings} --manifest {input.manifest} "
-        "--dataset {input.dataset} --output-dir $(dirname {output.checkpoint}) 2>&1 | tee {log}"
+        "--dataset {input.dataset} {params.artefacts} --output-dir $(dirname {output.checkpoint}) 2>&1 | tee {log}"
 
 
 rule adapt:

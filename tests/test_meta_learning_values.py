@@ -70,13 +70,17 @@ def numbered_tasks(count: int) -> tuple[torch.Tensor, list]:
 
 def test_meta_training_walks_through_the_tasks_in_order_and_logs_on_schedule(tmp_path):
     """5 iterations of 2 tasks out of 3: tasks 0 1 | 2 0 | 1 2 | 0 1 | 2 0 (wrapping round). Log every 2: iterations
-    1, 2, 4 and 5. A checkpoint to resume from every 2, removed once the final checkpoint is written."""
+    1, 2, 4 and 5, each line the mean loss since the previous one (iteration i's loss is i: 1, 2, (3 + 4) / 2, 5),
+    then the curve's summary. A checkpoint to resume from every 2, removed once the final checkpoint is written."""
     images, tasks = numbered_tasks(3)
     method = recording()
     meta_train_gan(GANModels.fresh(ARCH, 0), method, images, tasks, 0, tmp_path, {}, log_every=2, checkpoint_every=2)
     assert method.seen == [[0, 1], [2, 0], [1, 2], [0, 1], [2, 0]]
     lines = [json.loads(line) for line in (tmp_path / "meta_log.jsonl").read_text().splitlines()]
-    assert [(line["iteration"], line["loss"]) for line in lines] == [(1, 1.0), (2, 2.0), (4, 4.0), (5, 5.0)]
+    assert [(line["iteration"], line["window"], line["loss"]) for line in lines[:-1]] == [(1, 1, 1.0), (2, 1, 2.0), (4, 2, 3.5), (5, 1, 5.0)]
+    # Fifths of 4 points are single points: first 1, middle 3.5, last 5; the last changed by (5 - 3.5) / 5.
+    summary = lines[-1]["curve_summary"]["losses"]["loss"]
+    assert summary == {"first_fifth": 1.0, "middle_fifth": 3.5, "last_fifth": 5.0, "last_change": pytest.approx(0.3), "flat": False}
     assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "resume.pt").exists()
     refreshed = [m.num_batches_tracked.item() for m in method_models(tmp_path).generator.modules() if isinstance(m, nn.BatchNorm2d)]
     assert refreshed and set(refreshed) == {20}  # the final buffer refresh ran
@@ -90,7 +94,8 @@ def test_meta_training_with_the_default_log_and_checkpoint_cadence(tmp_path):
     images, tasks = numbered_tasks(3)
     meta_train_gan(GANModels.fresh(ARCH, 0), recording(meta_iterations=26, meta_batch_size=1), images, tasks, 0, tmp_path, {})
     lines = [json.loads(line) for line in (tmp_path / "meta_log.jsonl").read_text().splitlines()]
-    assert [line["iteration"] for line in lines] == [1, 25, 26]
+    assert [line["iteration"] for line in lines] == [1, 25, 26, 26]  # the last line is the curve's summary
+    assert [line.get("window") for line in lines] == [1, 24, 1, None]
 
 
 def method_models(run_dir) -> GANModels:
@@ -118,7 +123,7 @@ def test_meta_training_resumes_after_the_last_checkpoint(tmp_path):
     meta_train_gan(GANModels.fresh(ARCH, 0), method, images, tasks, 0, tmp_path, {}, log_every=1, checkpoint_every=2)
     assert method.seen == [[1, 2], [0, 1], [2, 0]]  # iterations 3 to 5
     lines = [json.loads(line) for line in (tmp_path / "meta_log.jsonl").read_text().splitlines()]
-    assert [line["iteration"] for line in lines] == [1, 2, 3, 4, 5]  # the resume point carried the first two
+    assert [line["iteration"] for line in lines] == [1, 2, 3, 4, 5, 5]  # the resume point carried the first two
 
 
 @pytest.mark.parametrize(
@@ -163,7 +168,19 @@ def test_inner_and_outer_optimisers():
     assert isinstance(inner, torch.optim.SGD) and inner.param_groups[0]["lr"] == 0.03  # the inner rate, not the adapt lr
     assert method.make_optimiser(list(models.generator.parameters()), 1.0, None).param_groups[0]["lr"] == 0.03
     with pytest.raises(BenchmarkError, match="recording meta-trained with the nonsaturating loss but would adapt with hinge"):
-        method.make_optimiser(list(models.generator.parameters()), 1.0, TrainSettings.from_config({"steps": 1, "loss": "hinge"}))
+        method.training_settings(TrainSettings.from_config({"steps": 1, "loss": "hinge"}))
+
+
+def test_meta_learners_adapt_with_their_inner_procedure_and_record_it():
+    """Adaptation runs the inner loop's procedure: SGD at inner_lr for G and D, the inner batch size, no EMA, and the
+    inner step count among the curve's steps (when it lies inside the budget). These are the settings the run's
+    identity records, instead of the configured Adam rates the meta-learner would not use."""
+    method = recording(inner_lr=0.03, inner_steps=7, inner_batch_size=12)
+    configured = TrainSettings.from_config({"steps": 300, "lr_g": 2e-4, "lr_d": 4e-4, "batch_size": 32, "ema_decay": 0.99, "eval_steps": [0, 10]})
+    used = method.training_settings(configured)
+    assert (used.lr_g, used.lr_d, used.batch_size, used.ema_decay, used.eval_steps) == (0.03, 0.03, 12, 0.0, (0, 7, 10))
+    assert (used.steps, used.eval_every, used.loss) == (configured.steps, configured.eval_every, configured.loss)
+    assert method.training_settings(TrainSettings.from_config({"steps": 5})).eval_steps == ()  # 7 lies beyond a 5-step budget
 
 
 def test_buffer_refresh_is_a_cumulative_average_over_twenty_passes():

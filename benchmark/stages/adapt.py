@@ -1,9 +1,11 @@
 """Stage `adapt`: one method adapted to one task's K shots for one seed; one folder per run.
 
 The method says how G and D start and what differs from plain training (`benchmark.methods`); the shared loop
-trains (`benchmark.training`), scoring the generator on the task's validation split every `eval_every` steps
-so that evaluation can report the validation-selected checkpoint. A run whose loss turns non-finite is recorded
-as diverged, not raised: a diverged run is a result.
+trains (`benchmark.training`), scoring the generator on the task's validation split at the adaptation-curve
+steps (`eval_steps`, from the starting point on), every `eval_every` steps and at the last step, so that
+evaluation can report the validation-selected checkpoint and the curve. A run whose loss turns non-finite is
+recorded as diverged, not raised: a diverged run is a result. The record's `train_settings` are those the method
+trained with (a meta-learner adapts with its inner procedure), not merely those configured.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def adapt(settings: AdaptSettings, manifest: Path, dataset: Path, encoder: Path,
         reference = task["target"]["reference"]["indices"]
         check_reference_size(len(reference), len(set(target.labels[reference].tolist())), MetricSettings.from_config(settings.evaluation))
         method = get_method(run.method)(**settings.method_hparams)
+        train_settings = method.training_settings(TrainSettings.from_config(settings.train))
         evaluation = settings.evaluation
         space = feature_space(encoder, evaluation["inception_weights"])
         identity = {
@@ -73,7 +76,7 @@ def adapt(settings: AdaptSettings, manifest: Path, dataset: Path, encoder: Path,
             train_gan(
                 models,
                 as_training_tensor(target.images[shot_indices], device),
-                TrainSettings.from_config(settings.train),
+                train_settings,
                 run.seed,
                 output_dir,
                 method,
@@ -88,18 +91,20 @@ def adapt(settings: AdaptSettings, manifest: Path, dataset: Path, encoder: Path,
                 StageFolder(output_dir).checkpoint,
                 {"status": "diverged", "step": diverged.step, "reason": diverged.reason, "architecture": arch.to_dict()},
             )
-        record = {**identity, "train_settings": settings.train, "evaluation": evaluation, **outcome, "environment": environment()}
+        record = {**identity, "train_settings": train_settings.as_record(), "evaluation": evaluation, **outcome, "environment": environment()}
         atomic_write_json(StageFolder(output_dir).config, record)
 
 
 def validation_evaluator(
     validation_images: np.ndarray, space: FeatureSpace, evaluation: dict[str, Any], device: torch.device
 ) -> Callable[[Generator, int], dict[str, Any]]:
-    """KID and FID of the generator against the task's validation split, for the evaluation schedule."""
+    """KID and FID of the generator against the task's validation split, for the evaluation schedule, with the
+    sample sizes behind them."""
     scorer = DistanceScorer(validation_images, space, evaluation["kid_subset_size"], evaluation["kid_subsets"], evaluation["seed"], device)
+    sizes = {"n_real": len(validation_images), "n_fake": evaluation["validation_num_generated"]}
 
     def evaluate(generator: Generator, step: int) -> dict[str, Any]:
         fake = generate(generator, evaluation["validation_num_generated"], evaluation["seed"], device)
-        return {f"{metric}_validation": value for metric, value in scorer(fake).items()}
+        return {**{f"{metric}_validation": value for metric, value in scorer(fake).items()}, **sizes}
 
     return evaluate

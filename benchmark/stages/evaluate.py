@@ -1,5 +1,7 @@
 """Stage `evaluate`: the full metric suite for a run's final checkpoint and its validation-selected one (and the
-oracle's, when asked for), against the task's reference set. Which checkpoints: `benchmark.selection`.
+oracle's, when asked for), against the task's reference set. Which checkpoints: `benchmark.selection`. The
+run's adaptation curve (KID and FID on the validation split at each evaluation step, scored during training)
+is passed on as records of the checkpoint label `benchmark.selection.CURVE`.
 
 Every record carries the run's fields (`benchmark.settings.RUN_FIELDS`), its status, the sample sizes and
 feature space of its value, the evaluation settings, the environment and the run's whole config.
@@ -19,7 +21,7 @@ from benchmark.layout import StageFolder
 from benchmark.metrics import SUITE_METRICS, EvaluationSets, MetricSettings, MetricSuite, feature_space
 from benchmark.models import Architecture, Generator, non_finite_tensors
 from benchmark.provenance import environment
-from benchmark.selection import FINAL, ORACLE, SELECTED, best_step, validation_scores
+from benchmark.selection import CURVE, FINAL, ORACLE, SELECTED, best_step, validation_scores
 from benchmark.settings import RUN_FIELDS, EvaluateSettings
 from benchmark.stage_inputs import open_stage_inputs
 from benchmark.training import NonFiniteSamples, generate
@@ -81,7 +83,8 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
         return scored[step]
 
     select_on = evaluation["select_on"]
-    validation = {step: values[f"{select_on}_validation"] for step, values in validation_scores(run_dir).items()}
+    logged = validation_scores(run_dir)
+    validation = {step: values[f"{select_on}_validation"] for step, values in logged.items()}
     selections: list[tuple[str, int, dict[str, Any]]] = [(FINAL, final_step, {})]
     if validation:
         step = best_step(validation)
@@ -107,8 +110,28 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
         for label, step, selection in selections
         for record in scores[step]
     ]
+    records += [{**shared, **record} for record in curve_records(logged, run_config.get("feature_space", {}))]
     atomic_write_json(output, {"records": records})
     return records
+
+
+def curve_records(logged: dict[int, dict[str, Any]], feature_space: dict[str, Any]) -> list[dict[str, Any]]:
+    """The adaptation curve: one record per evaluation step and validation metric, against the validation split."""
+    return [
+        {
+            "checkpoint": CURVE,
+            "checkpoint_step": step,
+            "metric": metric,
+            "value": values[f"{metric}_validation"],
+            "reference_set": "validation",
+            "n_real": values.get("n_real"),
+            "n_fake": values.get("n_fake"),
+            **feature_space,
+        }
+        for step, values in sorted(logged.items())
+        for metric in ("kid", "fid")
+        if f"{metric}_validation" in values
+    ]
 
 
 def _shared_fields(run_config: dict[str, Any], task: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
