@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -168,29 +169,37 @@ def refresh_buffers(generator: Generator, discriminator: Discriminator, images: 
 
 
 def meta_curve_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Has the meta-loss curve flattened? For each logged loss: its window mean in the first, middle and last
-    fifth of the logged iterations, and the relative change between the last two of them (|change| under 5%:
-    flat). Fifths average several log windows, so one noisy window does not decide it."""
+    """Has the meta-loss curve flattened? For each logged loss, from the logged window means: the mean of the first,
+    middle and last fifth of them, and the change from the second-to-last fifth to the last, relative to the last.
+    The curve counts as flat when that change lies within two standard errors of the difference (the window
+    means' spread: the meta-losses of a GAN keep fluctuating however long it trains) or under 5%."""
     points = [entry for entry in entries if "window" in entry]
     names = [key for key in (points[0] if points else {}) if key not in ("iteration", "window")]
     summary: dict[str, Any] = {"losses": {}}
     texts = []
     for name in names:
-        values = [entry[name] for entry in points]
+        values = [float(entry[name]) for entry in points]
         fifth = max(1, len(values) // 5)
-        first, middle, last = (sum(part) / len(part) for part in (values[:fifth], values[2 * fifth : 3 * fifth] or values[:fifth], values[-fifth:]))
-        before_last = values[-2 * fifth : -fifth] or values[:fifth]
-        change = (last - sum(before_last) / len(before_last)) / max(abs(last), 1e-12)
+        first, middle, last = (statistics.fmean(part) for part in (values[:fifth], values[2 * fifth : 3 * fifth] or values[:fifth], values[-fifth:]))
+        before = values[-2 * fifth : -fifth] or values[:fifth]
+        difference = last - statistics.fmean(before)
+        noise = (
+            math.sqrt(statistics.variance(values[-fifth:]) / fifth + statistics.variance(before) / len(before))
+            if fifth >= 2 and len(before) >= 2
+            else 0.0
+        )
+        change = difference / max(abs(last), 1e-12)
+        flat = abs(change) < 0.05 or abs(difference) <= 2 * noise
         summary["losses"][name] = {
             "first_fifth": first,
             "middle_fifth": middle,
             "last_fifth": last,
             "last_change": change,
-            "flat": abs(change) < 0.05,
+            "noise": noise,
+            "flat": flat,
         }
-        texts.append(
-            f"{name} {first:.4g} -> {middle:.4g} -> {last:.4g} ({change:+.1%} over the last fifth: {'flat' if abs(change) < 0.05 else 'still moving'})"
-        )
+        verdict = "flat" if flat else "still moving"
+        texts.append(f"{name} {first:.4g} -> {middle:.4g} -> {last:.4g} ({change:+.1%} over the last fifth, 2 SE {2 * noise:.2g}: {verdict})")
     summary["text"] = "; ".join(texts) or "no logged iterations"
     return summary
 

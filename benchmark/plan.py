@@ -28,6 +28,7 @@ from benchmark.settings import (
     SplitSourceSettings,
     SplitTaskSettings,
 )
+from benchmark.training import TrainSettings
 
 
 def method_names(config: dict[str, Any]) -> list[str]:
@@ -59,6 +60,11 @@ class Plan:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
+        for stage in ("pretrain", "adapt"):  # checks across keys (an eval step beyond the budget) fail here, before any job
+            try:
+                TrainSettings.from_config(config[stage]["train"])
+            except BenchmarkError as error:
+                raise BenchmarkError(f"Config section '{stage}.train': {error}") from error
         self.methods = method_names(config)
         self.runs = [
             self.run(task, shots, method, seed)

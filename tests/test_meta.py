@@ -7,6 +7,7 @@ import contextlib
 import copy
 import json
 import sys
+from pathlib import Path
 
 import learn2learn
 import pytest
@@ -133,6 +134,65 @@ def test_meta_training_stage_writes_a_loadable_checkpoint(tmp_path, digits):
     assert payload["step"] == 2 and payload["architecture"]["width"] == 8
     not_meta = run_cli("meta-train", "--settings", train.replace("maml_gan", "finetune"), *inputs, "--output-dir", str(tmp_path / "x"))
     assert not_meta.returncode == 2 and "not a meta-learner" in not_meta.stderr
+
+
+def test_meta_training_starts_from_the_source_pretraining_when_asked(tmp_path, digits, monkeypatch):
+    """init: source starts meta-training at the source checkpoint's G and D (and records the file's hash); init:
+    random at the seeded fresh weights; init: source without the checkpoint is one clear error naming the option."""
+    from benchmark.checkpoint import save_checkpoint
+    from benchmark.settings import MetaTrainSettings
+    from benchmark.stages import meta_train as stage
+
+    data = save_prepared(digits, tmp_path, "digits")
+    source = build_source_manifest("low", {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, digits, 0)
+    (tmp_path / "meta.json").write_text(json.dumps(build_meta_manifest(source, digits, "class", 4, 5, 5, 0)))
+    arch = Architecture.from_config({"width": 8}, image_size=28, channels=1)
+    pretrained = GANModels.fresh(arch, 5)  # unlike the fresh weights of seed 0
+    checkpoint = tmp_path / "source.pt"
+    save_checkpoint(
+        checkpoint,
+        {
+            "step": 1,
+            "architecture": arch.to_dict(),
+            "identity_json": "{}",
+            "generator": pretrained.generator.state_dict(),
+            "discriminator": pretrained.discriminator.state_dict(),
+            "generator_ema": None,
+        },
+    )
+    started = []
+    monkeypatch.setattr(
+        stage, "meta_train_gan", lambda models, method, images, tasks, seed, run_dir, identity: started.append((models, identity)) or models
+    )
+
+    def start(init: str, artefacts: dict) -> tuple[GANModels, dict]:
+        settings = MetaTrainSettings("maml_gan", {**HPARAMS, "init": init}, {"width": 8}, 0, "cpu")
+        stage.meta_train(settings, tmp_path / "meta.json", data, tmp_path / init, artefacts)
+        return started[-1]
+
+    models, identity = start("source", {"source_checkpoint": checkpoint})
+    for got, want in ((models.generator, pretrained.generator), (models.discriminator, pretrained.discriminator)):
+        assert all(torch.equal(a, b) for a, b in zip(got.state_dict().values(), want.state_dict().values()))
+    assert list(identity["artefacts_sha256"]) == ["source_checkpoint"]
+    models, identity = start("random", {})
+    fresh = GANModels.fresh(arch, 0)
+    assert all(torch.equal(a, b) for a, b in zip(models.generator.state_dict().values(), fresh.generator.state_dict().values()))
+    assert identity["artefacts_sha256"] == {}
+    with pytest.raises(BenchmarkError, match="with init 'source' needs the source_checkpoint: pass --artefact source_checkpoint=PATH"):
+        start("source", {})
+
+
+def test_the_plan_wires_the_source_checkpoint_into_meta_training_only_from_the_source():
+    import yaml
+
+    from benchmark.config import validate_config
+    from benchmark.plan import Plan
+
+    config = validate_config(yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text()))
+    plan = Plan(config)
+    assert plan.meta_artefacts("fashion_mnist", "maml_gan", 0) == {"source_checkpoint": "results/pretrain/fashion_mnist/seed0/checkpoint.pt"}
+    config["adapt"]["method_hparams"]["reptile"]["init"] = "random"
+    assert Plan(config).meta_artefacts("fashion_mnist", "reptile", 0) == {}
 
 
 def test_meta_manifest_is_seeded_disjoint_and_within_the_source(digits):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from benchmark.errors import BenchmarkError
-from benchmark.meta_learning import MetaMethod, accumulate_gradients, inner_loop, meta_train_gan, refresh_buffers
+from benchmark.meta_learning import MetaMethod, accumulate_gradients, inner_loop, meta_curve_summary, meta_train_gan, refresh_buffers
 from benchmark.models import GANModels
 from benchmark.training import TrainingDiverged, TrainSettings
 from conftest import TINY_DIGIT_ARCH
@@ -80,7 +80,7 @@ def test_meta_training_walks_through_the_tasks_in_order_and_logs_on_schedule(tmp
     assert [(line["iteration"], line["window"], line["loss"]) for line in lines[:-1]] == [(1, 1, 1.0), (2, 1, 2.0), (4, 2, 3.5), (5, 1, 5.0)]
     # Fifths of 4 points are single points: first 1, middle 3.5, last 5; the last changed by (5 - 3.5) / 5.
     summary = lines[-1]["curve_summary"]["losses"]["loss"]
-    assert summary == {"first_fifth": 1.0, "middle_fifth": 3.5, "last_fifth": 5.0, "last_change": pytest.approx(0.3), "flat": False}
+    assert summary == {"first_fifth": 1.0, "middle_fifth": 3.5, "last_fifth": 5.0, "last_change": pytest.approx(0.3), "noise": 0.0, "flat": False}
     assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "resume.pt").exists()
     refreshed = [m.num_batches_tracked.item() for m in method_models(tmp_path).generator.modules() if isinstance(m, nn.BatchNorm2d)]
     assert refreshed and set(refreshed) == {20}  # the final buffer refresh ran
@@ -152,6 +152,25 @@ def test_meta_training_divergence_is_one_error_and_leaves_no_resume_point(tmp_pa
     with pytest.raises(TrainingDiverged, match=f"at step {at}: {reason}"):
         meta_train_gan(GANModels.fresh(ARCH, 0), method, images, tasks, 0, tmp_path, {}, log_every=1, checkpoint_every=1)
     assert not (tmp_path / "resume.pt").exists()
+
+
+def test_the_curve_summary_calls_a_noisy_plateau_flat_and_a_trend_still_moving():
+    """Ten window means: a plateau alternating 1.0 / 1.2 has fifths of equal mean (flat); a line rising by 0.1
+    per window moves its last fifth (mean 1.85) by 0.2 from the fifth before (1.65), 10.8%, against two standard
+    errors of 2 * sqrt(0.005 / 2 + 0.005 / 2) = 0.14: still moving. A fluctuation as large as the noise is flat
+    even when above 5%: last fifth (1.5, 0.9) against (0.9, 1.3), +8.3% but 0.1 is within 2 SE = 0.72."""
+
+    def summary(values):
+        entries = [{"iteration": i, "window": 25, "loss": v} for i, v in enumerate(values)]
+        return meta_curve_summary(entries)["losses"]["loss"]
+
+    plateau = summary([1.0, 1.2] * 5)
+    assert plateau["flat"] and plateau["last_change"] == 0.0 and plateau["first_fifth"] == pytest.approx(1.1)
+    rising = summary([1.0 + 0.1 * i for i in range(10)])
+    assert not rising["flat"] and rising["last_change"] == pytest.approx(0.2 / 1.85) and rising["noise"] == pytest.approx(0.005**0.5)
+    noisy = summary([1.0] * 6 + [0.9, 1.3, 1.5, 0.9])
+    assert noisy["flat"] and noisy["last_change"] == pytest.approx(0.1 / 1.2)
+    assert meta_curve_summary([])["text"] == "no logged iterations"
 
 
 def test_inner_and_outer_optimisers():

@@ -15,7 +15,7 @@ import pytest
 from benchmark import results
 from benchmark.errors import BenchmarkError
 from benchmark.results import COLUMNS, collect_results, headline_comparison, render_markdown, summary_table
-from benchmark.selection import FINAL, ORACLE, SELECTED
+from benchmark.selection import CURVE, FINAL, ORACLE, SELECTED
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -218,3 +218,41 @@ def test_broken_summary_is_caught(monkeypatch):
     monkeypatch.setattr(results, "summary_table", population_std)
     with pytest.raises(AssertionError):
         test_cells_are_the_mean_and_sample_std_scaled_as_their_header_says()
+
+
+def curve_rows(method: str, values_by_step: dict[int, list[float]]) -> list[dict]:
+    """Adaptation-curve rows: validation KID at each step, one value per seed."""
+    return [
+        record(method, seed, "kid", value, checkpoint=CURVE, checkpoint_step=step, n_real=100, n_fake=500)
+        for step, values in values_by_step.items()
+        for seed, value in enumerate(values)
+    ]
+
+
+def test_the_adaptation_curve_is_a_table_of_its_own_by_step():
+    """Curve rows never enter the checkpoint tables (KID 1 and 9 at two steps would print a mean of 5 there); the
+    curve table has one column per step, mean +/- std over seeds (KID x 10^3), the lowest mean per column in bold,
+    so that a method best after 5 steps and another best at the end are both visible."""
+    rows = [record(name, seed, "kid", 2e-3) for name in ("fast", "slow") for seed in (0, 1)]
+    rows += curve_rows("fast", {0: [9e-3, 9e-3], 5: [1e-3, 3e-3], 300: [4e-3, 4e-3]})
+    rows += curve_rows("slow", {0: [9e-3, 9e-3], 5: [6e-3, 8e-3], 300: [1e-3, 1e-3]})
+    markdown = render_markdown(frame(rows))
+    assert table_row(markdown, "fast")[2:] == ["2 +/- 0", "2"]  # the final checkpoint alone
+    curve = markdown.split("### Adaptation curve: validation KID x 10^3 (lower) by adaptation step", 1)[1]
+    assert "K = 5 (n_real 100, n_fake 500):" in curve
+    assert "| method | step 0 | step 5 | step 300 | n |" in curve
+    assert "| fast | **9** +/- 0 | **2** +/- 1.41 | 4 +/- 0 | 2 |" in curve
+    assert "| slow | **9** +/- 0 | 7 +/- 1.41 | **1** +/- 0 | 2 |" in curve
+    with pytest.raises(BenchmarkError, match="only adaptation curves"):
+        render_markdown(frame(curve_rows("fast", {0: [1e-3]})))
+
+
+def test_evaluation_passes_the_logged_validation_scores_on_as_curve_records():
+    """One record per step and metric, with the validation split's sample sizes and the run's feature space."""
+    from benchmark.stages.evaluate import curve_records
+
+    logged = {10: {"kid_validation": 0.5, "fid_validation": 7.0, "n_real": 100, "n_fake": 500}, 0: {"kid_validation": 0.9}}
+    records = curve_records(logged, {"feature_space": "encoder"})
+    assert [(r["checkpoint_step"], r["metric"], r["value"]) for r in records] == [(0, "kid", 0.9), (10, "kid", 0.5), (10, "fid", 7.0)]
+    assert all(r["checkpoint"] == CURVE and r["reference_set"] == "validation" and r["feature_space"] == "encoder" for r in records)
+    assert (records[1]["n_real"], records[1]["n_fake"], records[0]["n_real"]) == (100, 500, None)

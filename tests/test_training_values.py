@@ -4,17 +4,22 @@ logging, evaluation and snapshots, against values worked out by hand."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from benchmark import training
+from benchmark.config import validate_config
 from benchmark.layout import StageFolder
 from benchmark.models import GANModels
+from benchmark.plan import Plan
 from benchmark.training import (
     NonFiniteSamples,
     TrainingDiverged,
@@ -153,6 +158,48 @@ def test_log_evaluation_and_snapshot_schedules(tmp_path):
     assert snapshots == [StageFolder(tmp_path).snapshot(step).name for step in (2, 4, 6)]
     assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "resume.pt").exists()
     assert all(line["steps_per_s"] > 0 for line in lines if "loss_d" in line)
+
+
+def test_the_adaptation_curve_steps_are_evaluated_from_the_starting_point(tmp_path):
+    """eval_steps [0, 1, 5] with eval_every 4 over 6 steps: evaluations at 0 (before any step, the untouched
+    starting weights), 1, 4, 5 and 6, each with a snapshot but the last. A step at or beyond the budget is refused
+    with the fix."""
+    settings = TrainSettings.from_config({"steps": 6, "batch_size": 2, "log_every": 10, "eval_every": 4, "eval_steps": [5, 0, 1]})
+    assert settings.eval_steps == (0, 1, 5) and settings.as_record()["eval_steps"] == [0, 1, 5]
+    models = GANModels.fresh(ARCH, 0)
+    start = [p.clone() for p in models.generator.parameters()]
+    seen = []
+
+    def evaluate(generator, step):
+        seen.append((step, all(torch.equal(a, b) for a, b in zip(start, generator.parameters()))))
+        return {"score": float(step)}
+
+    train_gan(models, torch.zeros(4, 1, 28, 28), settings, 0, tmp_path, Recording(), {}, evaluate)
+    assert seen == [(0, True), (1, False), (4, False), (5, False), (6, False)]
+    snapshots = sorted(path.name for path in (tmp_path / "snapshots").iterdir())
+    assert snapshots == [StageFolder(tmp_path).snapshot(step).name for step in (0, 1, 4, 5)]
+    with pytest.raises(training.BenchmarkError, match=r"eval_steps \[6, 9\] lie at or beyond the last step \(6\).*below 6"):
+        TrainSettings.from_config({"steps": 6, "eval_steps": [0, 6, 9]})
+    config = validate_config(yaml.safe_load((Path(__file__).parents[1] / "tests" / "smoke_config.yaml").read_text()))
+    config["adapt"]["train"]["eval_steps"] = [config["adapt"]["train"]["steps"]]
+    with pytest.raises(training.BenchmarkError, match=r"Config section 'adapt.train': Training setting eval_steps"):
+        Plan(config)  # before any job runs
+
+
+def test_the_run_identity_records_the_settings_the_hooks_train_with(tmp_path):
+    """A method that replaces the settings (as meta-learners do) trains with, and records, its own rates."""
+
+    class OwnRates(Recording):
+        def training_settings(self, settings):
+            return dataclasses.replace(settings, lr_g=0.5, lr_d=0.25)
+
+    hooks = OwnRates()
+    rates = []
+    hooks.make_optimiser = lambda parameters, lr, settings: rates.append(lr) or torch.optim.SGD(parameters, lr=lr)
+    settings = TrainSettings.from_config({"steps": 1, "batch_size": 2, "lr_g": 1e-4, "lr_d": 1e-4})
+    train_gan(GANModels.fresh(ARCH, 0), torch.zeros(4, 1, 28, 28), settings, 0, tmp_path, hooks, {})
+    identity = json.loads(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["identity_json"])
+    assert rates == [0.5, 0.25] and (identity["train_settings"]["lr_g"], identity["train_settings"]["lr_d"]) == (0.5, 0.25)
 
 
 def test_the_penalty_enters_the_loss_and_a_non_finite_loss_is_divergence(tmp_path):
