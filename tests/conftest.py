@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFilter
 
 from benchmark.checkpoint import save_checkpoint
@@ -159,3 +161,13 @@ def write_source_checkpoint(path: Path, arch: Architecture) -> Path:
     payload = {"step": 1, "architecture": arch.to_dict(), "identity_json": "{}", "generator": models.generator.state_dict()}
     save_checkpoint(path, {**payload, "discriminator": models.discriminator.state_dict(), "generator_ema": None})
     return path
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for tests of tiny models: they gain nothing from more, and when the cores are busy
+    torch's thread pool spins (single runs took 35-50 s instead of under 1 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -269,7 +269,7 @@ def _meta_train_toy(arch: Architecture, hp: dict, levels: list[float], iteration
 
 
 @pytest.mark.slow
-def test_meta_learned_initialisation_adapts_faster_than_a_pretrained_one(tmp_path, monkeypatch):
+def test_meta_learned_initialisation_adapts_faster_than_a_pretrained_one(tmp_path, monkeypatch, one_thread):
     """Toy family: each task is 8x8 images of one brightness level. MAML-GAN meta-trains on 9 levels (300 outer
     Adam steps at 3e-3); a plain GAN is pretrained on the union of the same images for twice as many steps of Adam
     at the same rate and betas. After the same 5 inner steps on an unseen level, the meta-learned G must be closer

@@ -15,7 +15,7 @@ the check fails for it, so none of these tests can pass vacuously.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,14 +41,9 @@ SETTINGS = TrainSettings.from_config({"steps": STEPS, "batch_size": BATCH, "log_
 NEARER = 0.5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and when the cores are busy torch's thread pool spins: these
-    runs took 35-50 s instead of under 1 s each. Every comparison here is between runs made under this setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread: None) -> None:
+    """Every run here on one thread (conftest's `one_thread`); comparisons are between runs made alike."""
 
 
 @pytest.fixture(scope="module")
