@@ -46,7 +46,7 @@ ACCEPTED_FILE = REPO / "scripts" / "mutation_accepted.yaml"
 # Module -> the fast tests that cover it (the tests a developer would run after editing it). Tests marked `slow`
 # are left out of every run; the metric tests that need a trained encoder come after the fast known-value ones.
 METRIC_TESTS = ("tests/test_metric_values.py", "tests/test_metric_validation.py")
-METHOD_TESTS = ("tests/test_penalties.py", "tests/test_method_defaults.py", "tests/test_adaptation_methods.py")
+METHOD_TESTS = ("tests/test_penalties.py", "tests/test_method_defaults.py", "tests/test_adaptation_methods.py", "tests/test_method_fidelity.py")
 META_TESTS = ("tests/test_meta_values.py", "tests/test_method_defaults.py", "tests/test_meta.py")
 TARGETS: dict[str, tuple[str, ...]] = {
     "benchmark/results.py": ("tests/test_results_table.py",),

@@ -75,6 +75,41 @@ def test_reptile_meta_gradient_is_the_mean_of_meta_minus_task_weights(monkeypatc
         assert torch.equal(meta, original)  # the task copies moved; the meta-weights wait for the outer step
 
 
+def test_reptile_moves_the_meta_weights_towards_the_task_weights(monkeypatch):
+    """After one outer step on one task, every trainable meta-weight has moved towards the weights the task's inner
+    loop reached (Adam's first step moves each weight by -lr * sign(gradient), and the gradient is theta - phi).
+    A Reptile with the meta-gradient's sign flipped moves every weight away instead, and the check fails, as
+    shown."""
+    reptile_module = sys.modules[get_method("reptile").__module__]
+    support, query = tasks()[0]
+
+    def share_moved_towards() -> float:
+        method = get_method("reptile")(**{**HPARAMS, "meta_batch_size": 1, "inner_lr": 0.05})
+        models = GANModels.fresh(ARCH, 0)
+        before = copy.deepcopy(models)
+        adapted = copy.deepcopy(models)  # the inner loop again, on copies, with the same random draws
+        inner_g = torch.optim.SGD(adapted.generator.parameters(), lr=0.05)
+        inner_d = torch.optim.SGD(adapted.discriminator.parameters(), lr=0.05)
+        reptile_module.inner_loop(
+            adapted.generator, adapted.discriminator, support, 1, 4, "nonsaturating", torch.Generator().manual_seed(0),
+            reptile_module._sgd_step(inner_d), reptile_module._sgd_step(inner_g),
+        )  # fmt: skip
+        method.meta_step(models, [(support, query)], torch.Generator().manual_seed(0))
+        towards = total = 0
+        for meta, start, task in [*zip(models.generator.parameters(), before.generator.parameters(), adapted.generator.parameters()),
+                                  *zip(models.discriminator.parameters(), before.discriminator.parameters(), adapted.discriminator.parameters())]:  # fmt: skip
+            moved, wanted = (meta - start).detach(), (task - start).detach()
+            where = wanted != 0
+            towards += int(((moved * wanted)[where] > 0).sum())
+            total += int(where.sum())
+        return towards / total
+
+    assert share_moved_towards() > 0.99
+    original = reptile_module.accumulate_gradients
+    monkeypatch.setattr(reptile_module, "accumulate_gradients", lambda params, grads, scale: original(params, tuple(-g for g in grads), scale))
+    assert share_moved_towards() < 0.01
+
+
 # Without spectral norm: its power-iteration vectors carry over from task to task (as they should), which would
 # couple a hand-made reference's tasks to the order of every forward pass.
 PLAIN_ARCH = Architecture.from_dict({**ARCH.to_dict(), "discriminator_spectral_norm": False})
