@@ -2,9 +2,9 @@
 
 A method is a `Method` subclass in one file of `methods/` (or in an installed package, exposed through the entry
 point group `ganbench.methods`). It says only what differs from plain GAN training: how G and D start
-(`initialise`), which parameters train and which penalties apply (the `TrainingHooks`), and which pipeline
-artefacts it needs (`requires`, names of `benchmark.layout.ARTEFACTS`), so that the workflow wires its inputs
-without knowing the method. A method requiring "meta_checkpoint" subclasses `benchmark.meta_learning.MetaMethod`,
+(`initialise`), the training settings it uses, which parameters train and which penalties apply (the
+`TrainingHooks`), and which pipeline artefacts it needs (`requires`, names of `benchmark.layout.ARTEFACTS`), so
+that the workflow wires its inputs without knowing the method. A method requiring "meta_checkpoint" subclasses `benchmark.meta_learning.MetaMethod`,
 which the meta-training stage runs once per source and pretraining seed.
 
 Discovering the methods imports the method files and the library below them (models, training loop,

@@ -16,9 +16,9 @@ PROTOCOL = {
     "finetune": {},
     "freeze_d": {"frozen_blocks": 1},
     "l2sp": {"lambda_g": 1e-2, "mu_d": 1e-2, "form": "sum"},
-    "ewc": {"lambda_g": 2e3, "fisher_batches": 10, "fisher_batch_size": 64},
-    "maml_gan": {**META, "loss": "nonsaturating", "first_order": True},
-    "reptile": {**META, "loss": "nonsaturating"},
+    "ewc": {"lambda_g": 2e3, "fisher_batches": 10, "fisher_batch_size": 64, "form": "sum"},
+    "maml_gan": {**META, "loss": "nonsaturating", "init": "random", "first_order": True},
+    "reptile": {**META, "loss": "nonsaturating", "init": "random"},
 }
 
 

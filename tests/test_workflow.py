@@ -17,6 +17,7 @@ from benchmark.config import load_config, validate_config
 from benchmark.errors import BenchmarkError
 from benchmark.plan import Plan, method_hparams, method_names
 from benchmark.results import collect_results, render_markdown
+from benchmark.selection import CURVE
 from conftest import REPO, run_cli
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -43,8 +44,15 @@ def test_smoke_config_runs_from_data_to_table(tmp_path):
     config = load_config(config_path)
     runs = Plan(config).runs
     frame = pd.read_csv(tmp_path / layout.RESULTS_CSV)
-    # Every run: the full suite for its final and its validation-selected checkpoint (FID_inf not asked for).
-    assert set(frame["checkpoint"]) == {"final", "validation-selected"}
+    # Every run: the full suite for its final and its validation-selected checkpoint (FID_inf not asked for), and
+    # its adaptation curve: validation KID and FID at steps 0, 5 and 10 (meta-learners add their 2 inner steps).
+    assert set(frame["checkpoint"]) == {"final", "validation-selected", CURVE}
+    curve, frame = frame[frame["checkpoint"] == CURVE], frame[frame["checkpoint"] != CURVE]
+    steps = curve[curve["metric"] == "kid"].groupby(["task", "method", "seed"])["checkpoint_step"].apply(sorted)
+    assert {(method, tuple(s)) for (_, method, _), s in steps.items()} == {
+        (run.method, (0, 2, 5, 10) if run.method in ("maml_gan", "reptile") else (0, 5, 10)) for run in runs
+    }
+    assert set(curve["metric"]) == {"kid", "fid"} and curve["value"].notna().all() and (curve["n_fake"] == 50).all()
     assert set(frame["metric"]) == SUITE_METRICS
     assert len(frame) == len(runs) * 2 * len(SUITE_METRICS)
     assert set(frame["method"]) == {run.method for run in runs} and set(frame["seed"]) == {0, 1}
@@ -68,14 +76,22 @@ def test_smoke_config_runs_from_data_to_table(tmp_path):
         assert record[key] is not None, key
     assert record["run_config"]["target_dataset_sha256"] and record["environment"]["code_version"]
     assert record["run_config"]["train_settings"]["steps"] == 10
+    # maml_gan meta-trained from the source pretraining (init: source) and adapted with its inner procedure.
+    maml = next(run for run in runs if run.method == "maml_gan")
+    maml_config = json.loads((tmp_path / maml.run_dir / "config.json").read_text())
+    assert (maml_config["train_settings"]["lr_g"], maml_config["train_settings"]["ema_decay"]) == (0.01, 0.0)
+    meta_config = json.loads(
+        (tmp_path / "results/metatrain" / config["tasks"][maml.task]["source"] / "maml_gan" / "seed0" / "config.json").read_text()
+    )
+    assert list(meta_config["artefacts_sha256"]) == ["source_checkpoint"]
 
     # Asked for, the oracle selection scores every evaluation checkpoint on the reference set and is labelled.
     oracle = _evaluate_with_oracle(tmp_path, config, runs[0])
-    selected = {record["checkpoint"]: record["checkpoint_step"] for record in oracle if record["metric"] == "kid"}
+    selected = {record["checkpoint"]: record["checkpoint_step"] for record in oracle if record["metric"] == "kid" and record["checkpoint"] != CURVE}
     assert set(selected) == {"final", "validation-selected", "oracle (reference-selected)"}
     oracle_kid = next(r for r in oracle if r["metric"] == "kid" and r["checkpoint"].startswith("oracle"))
     assert oracle_kid["selected_on"] == "kid on the reference (test) set"
-    assert oracle_kid["value"] <= min(r["value"] for r in oracle if r["metric"] == "kid")
+    assert oracle_kid["value"] <= min(r["value"] for r in oracle if r["metric"] == "kid" and r["reference_set"] == "reference")
     oracle_table = render_markdown(collect_results([tmp_path / "oracle" / "metrics.json"]))
     assert "### Checkpoint: oracle (reference-selected) (ORACLE: selected on the test set, optimistic)" in oracle_table
 
