@@ -183,11 +183,8 @@ def meta_curve_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
         first, middle, last = (statistics.fmean(part) for part in (values[:fifth], values[2 * fifth : 3 * fifth] or values[:fifth], values[-fifth:]))
         before = values[-2 * fifth : -fifth] or values[:fifth]
         difference = last - statistics.fmean(before)
-        noise = (
-            math.sqrt(statistics.variance(values[-fifth:]) / fifth + statistics.variance(before) / len(before))
-            if fifth >= 2 and len(before) >= 2
-            else 0.0
-        )
+        # `before` holds `fifth` values too; one value per fifth has no spread to estimate.
+        noise = math.sqrt((statistics.variance(values[-fifth:]) + statistics.variance(before)) / fifth) if fifth >= 2 else 0.0
         change = difference / max(abs(last), 1e-12)
         flat = abs(change) < 0.05 or abs(difference) <= 2 * noise
         summary["losses"][name] = {

@@ -81,6 +81,7 @@ def test_meta_training_walks_through_the_tasks_in_order_and_logs_on_schedule(tmp
     # Fifths of 4 points are single points: first 1, middle 3.5, last 5; the last changed by (5 - 3.5) / 5.
     summary = lines[-1]["curve_summary"]["losses"]["loss"]
     assert summary == {"first_fifth": 1.0, "middle_fifth": 3.5, "last_fifth": 5.0, "last_change": pytest.approx(0.3), "noise": 0.0, "flat": False}
+    assert lines[-1]["curve_summary"]["text"] == "loss 1 -> 3.5 -> 5 (+30.0% over the last fifth, 2 SE 0: still moving)"
     assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "resume.pt").exists()
     refreshed = [m.num_batches_tracked.item() for m in method_models(tmp_path).generator.modules() if isinstance(m, nn.BatchNorm2d)]
     assert refreshed and set(refreshed) == {20}  # the final buffer refresh ran
@@ -168,9 +169,28 @@ def test_the_curve_summary_calls_a_noisy_plateau_flat_and_a_trend_still_moving()
     assert plateau["flat"] and plateau["last_change"] == 0.0 and plateau["first_fifth"] == pytest.approx(1.1)
     rising = summary([1.0 + 0.1 * i for i in range(10)])
     assert not rising["flat"] and rising["last_change"] == pytest.approx(0.2 / 1.85) and rising["noise"] == pytest.approx(0.005**0.5)
+    assert rising["middle_fifth"] == pytest.approx(1.45)  # windows 5 and 6 of 10
     noisy = summary([1.0] * 6 + [0.9, 1.3, 1.5, 0.9])
     assert noisy["flat"] and noisy["last_change"] == pytest.approx(0.1 / 1.2)
     assert meta_curve_summary([])["text"] == "no logged iterations"
+
+
+@pytest.mark.parametrize(
+    ("values", "flat"),
+    [
+        ([1.0, 1.0, 1.0, 1.03], True),  # +2.9%, no spread to judge by (one value per fifth): under 5% is flat
+        ([1.0, 1.0, 1.0, 1.08], False),  # +7.4% with no spread: moving (a 10% threshold would call it flat)
+        ([1.0, 1.0, 1.0, 1.2, 1.212, 1.412], False),  # fifths of one value: +14.2%, moving
+        ([1.0] * 6 + [1.0, 1.2, 1.212, 1.412], True),  # the same step, 1.5 standard errors: within 2 SE, flat
+        ([0.0] * 5, True),  # a loss of exactly 0 (no division by zero)
+        ([2.0], True),  # a single logged point
+    ],
+)
+def test_the_curve_summary_verdict_at_its_thresholds(values, flat):
+    """Flat: under 5% relative change, or a change within 2 standard errors of the difference between the last
+    two fifths (SE from the window means' spread within them, sqrt((var_last + var_before) / fifth))."""
+    entries = [{"iteration": i, "window": 25, "loss": v} for i, v in enumerate(values)]
+    assert meta_curve_summary(entries)["losses"]["loss"]["flat"] is flat
 
 
 def test_inner_and_outer_optimisers():
@@ -200,6 +220,8 @@ def test_meta_learners_adapt_with_their_inner_procedure_and_record_it():
     assert (used.lr_g, used.lr_d, used.batch_size, used.ema_decay, used.eval_steps) == (0.03, 0.03, 12, 0.0, (0, 7, 10))
     assert (used.steps, used.eval_every, used.loss) == (configured.steps, configured.eval_every, configured.loss)
     assert method.training_settings(TrainSettings.from_config({"steps": 5})).eval_steps == ()  # 7 lies beyond a 5-step budget
+    assert method.training_settings(TrainSettings.from_config({"steps": 7})).eval_steps == ()  # 7 is the last step: scored anyway
+    assert method.training_settings(TrainSettings.from_config({"steps": 8})).eval_steps == (7,)
 
 
 def test_buffer_refresh_is_a_cumulative_average_over_twenty_passes():

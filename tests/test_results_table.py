@@ -229,6 +229,21 @@ def curve_rows(method: str, values_by_step: dict[int, list[float]]) -> list[dict
     ]
 
 
+def test_the_curve_table_layout_orders_and_gaps():
+    """K in numeric order, methods in name order whatever the row order; FID rows and missing values stay out of the
+    KID table; a step a method was not scored at (here a meta-learner's inner step 2) is "n/a" for the others; each
+    table has its header rule of one cell per step plus two, and ends with a blank line."""
+    rows = [record(name, 0, "kid", 2e-3) for name in ("b", "a")]
+    rows += curve_rows("b", {0: [4e-3], 5: [3e-3]}) + curve_rows("a", {0: [5e-3], 2: [1e-3], 5: [2e-3]})
+    rows += [record("a", 0, "fid", 77.0, checkpoint=CURVE, checkpoint_step=0, n_real=100, n_fake=500)]
+    rows += [record("a", 1, "kid", None, checkpoint=CURVE, checkpoint_step=0, n_real=100, n_fake=500)]
+    rows += [{**row, "shots": 10} for row in curve_rows("a", {0: [6e-3]})] + [record("a", 0, "kid", 2e-3, shots=10)]
+    curve = render_markdown(frame(rows[::-1])).split("### Adaptation curve", 1)[1]
+    assert curve.index("K = 5 (") < curve.index("K = 10 (")
+    k5 = curve.split("K = 5 (", 1)[1].split("K = 10 (", 1)[0]
+    assert "| method | step 0 | step 2 | step 5 | n |\n|---|---|---|---|---|\n| a | 5 | **1** | **2** | 1 |\n| b | **4** | n/a | 3 | 1 |\n\n" in k5
+
+
 def test_the_adaptation_curve_is_a_table_of_its_own_by_step():
     """Curve rows never enter the checkpoint tables (KID 1 and 9 at two steps would print a mean of 5 there); the
     curve table has one column per step, mean +/- std over seeds (KID x 10^3), the lowest mean per column in bold,

@@ -161,11 +161,12 @@ def test_log_evaluation_and_snapshot_schedules(tmp_path):
 
 
 def test_the_adaptation_curve_steps_are_evaluated_from_the_starting_point(tmp_path):
-    """eval_steps [0, 1, 5] with eval_every 4 over 6 steps: evaluations at 0 (before any step, the untouched
-    starting weights), 1, 4, 5 and 6, each with a snapshot but the last. A step at or beyond the budget is refused
+    """eval_steps [0, 2, 5] with eval_every 4 over 6 steps: evaluations at 0 (before any step, the untouched
+    starting weights), 2, 4, 5 and 6, each with a snapshot but the last. A step at or beyond the budget is refused
     with the fix."""
-    settings = TrainSettings.from_config({"steps": 6, "batch_size": 2, "log_every": 10, "eval_every": 4, "eval_steps": [5, 0, 1]})
-    assert settings.eval_steps == (0, 1, 5) and settings.as_record()["eval_steps"] == [0, 1, 5]
+    settings = TrainSettings.from_config({"steps": 6, "batch_size": 2, "log_every": 10, "eval_every": 4, "eval_steps": [5, 0, 2]})
+    assert settings.eval_steps == (0, 2, 5) and settings.as_record()["eval_steps"] == [0, 2, 5]
+    assert [step for step in range(8) if settings.evaluates_at(step)] == [0, 2, 4, 5, 6]
     models = GANModels.fresh(ARCH, 0)
     start = [p.clone() for p in models.generator.parameters()]
     seen = []
@@ -175,9 +176,11 @@ def test_the_adaptation_curve_steps_are_evaluated_from_the_starting_point(tmp_pa
         return {"score": float(step)}
 
     train_gan(models, torch.zeros(4, 1, 28, 28), settings, 0, tmp_path, Recording(), {}, evaluate)
-    assert seen == [(0, True), (1, False), (4, False), (5, False), (6, False)]
+    assert seen == [(0, True), (2, False), (4, False), (5, False), (6, False)]
     snapshots = sorted(path.name for path in (tmp_path / "snapshots").iterdir())
-    assert snapshots == [StageFolder(tmp_path).snapshot(step).name for step in (0, 1, 4, 5)]
+    assert snapshots == [StageFolder(tmp_path).snapshot(step).name for step in (0, 2, 4, 5)]
+    without_start = TrainSettings.from_config({"steps": 3, "batch_size": 2, "eval_steps": [1]})
+    assert [step for step in range(4) if without_start.evaluates_at(step)] == [1, 3]  # no 0 unless listed
     with pytest.raises(training.BenchmarkError, match=r"eval_steps \[6, 9\] lie at or beyond the last step \(6\).*below 6"):
         TrainSettings.from_config({"steps": 6, "eval_steps": [0, 6, 9]})
     config = validate_config(yaml.safe_load((Path(__file__).parents[1] / "tests" / "smoke_config.yaml").read_text()))
