@@ -1,7 +1,7 @@
 """The one GAN training loop every stage and method shares.
 
 Methods change it only through `TrainingHooks`: the training settings they adapt with, which parameters train,
-and extra penalty terms for G and D. The loop owns the rest: losses, Adam, optional EMA of G, the step budget,
+penalty terms for G and D, and per-step loss terms that see the step's real batch, noise and fakes. The loop owns the rest: losses, Adam, optional EMA of G, the step budget,
 the evaluation schedule (every `eval_every` steps, the adaptation-curve steps `eval_steps`, and the last step),
 JSON-lines logs, and checkpoints that a later call resumes from (bit-identical on CPU: model, optimiser and RNG
 states). At every evaluation step before the last, the evaluated generator is also kept as a snapshot, so that
@@ -83,6 +83,16 @@ class TrainSettings:
         return asdict(self) | {"eval_steps": list(self.eval_steps)}
 
 
+@dataclass(frozen=True)
+class StepBatch:
+    """What one update of a training step works with, for `TrainingHooks.step_losses`."""
+
+    step: int  # 1 for the first step
+    real: torch.Tensor  # the step's real batch, before any augmentation
+    z: torch.Tensor  # the noise of this update (the D and the G update draw their own)
+    fake: torch.Tensor  # G(z): detached in the D update, carrying G's graph in the G update
+
+
 class TrainingHooks:
     """What a method may change in plain GAN training. The defaults are plain training."""
 
@@ -104,6 +114,12 @@ class TrainingHooks:
 
     def generator_penalty(self, generator: Generator) -> torch.Tensor | None:
         return None
+
+    def step_losses(self, update: str, batch: StepBatch, generator: Generator, discriminator: Discriminator) -> dict[str, torch.Tensor]:
+        """Extra loss terms for this step's D update (`update` "d") or G update ("g"), by name; each is added to
+        that update's loss after the penalty and logged as `<update>_<name>`. Called every step, so a term can
+        follow its own schedule by `batch.step`. None of them: plain training, bit for bit."""
+        return {}
 
     def discriminator_penalty(self, discriminator: Discriminator) -> torch.Tensor | None:
         return None
@@ -166,10 +182,13 @@ def generate(generator: Generator, count: int, seed: int, device: torch.device, 
     return torch.cat(batches).numpy()
 
 
-def _step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, penalty: torch.Tensor | None) -> torch.Tensor:
-    """One optimiser step on the adversarial loss plus the method's penalty (None: no penalty term at all)."""
+def _step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, penalty: torch.Tensor | None, extra: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One optimiser step on the adversarial loss plus the method's penalty (None: no penalty term at all) and its
+    per-step terms, added in that order."""
     if penalty is not None:
         loss = loss + penalty
+    for term in extra.values():
+        loss = loss + term
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     optimiser.step()
@@ -269,17 +288,21 @@ def train_gan(
         fake = generator(z)
         real_logits = discriminator(hooks.augment(real, sampler))
         fake_logits = discriminator(hooks.augment(fake.detach(), sampler))
-        loss_d = _step(optimiser_d, discriminator_loss(settings.loss, real_logits, fake_logits), hooks.discriminator_penalty(discriminator))
+        extra_d = hooks.step_losses("d", StepBatch(step, real, z, fake.detach()), generator, discriminator)
+        loss_d = _step(optimiser_d, discriminator_loss(settings.loss, real_logits, fake_logits), hooks.discriminator_penalty(discriminator), extra_d)
 
         z = torch.randn(settings.batch_size, generator.z_dim, generator=sampler).to(device)
-        fake_logits_g = discriminator(hooks.augment(generator(z), sampler))
-        loss_g = _step(optimiser_g, generator_loss(settings.loss, fake_logits_g), hooks.generator_penalty(generator))
+        fake = generator(z)
+        fake_logits_g = discriminator(hooks.augment(fake, sampler))
+        extra_g = hooks.step_losses("g", StepBatch(step, real, z, fake), generator, discriminator)
+        loss_g = _step(optimiser_g, generator_loss(settings.loss, fake_logits_g), hooks.generator_penalty(generator), extra_g)
         if ema is not None:
             # Warm-up (as in TensorFlow's ExponentialMovingAverage): early on the average must not be
             # dominated by the random initial weights.
             update_ema(ema, generator, min(settings.ema_decay, (1.0 + step) / (10.0 + step)))
 
         values = {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
+        values |= {f"{update}_{name}": term.item() for update, terms in (("d", extra_d), ("g", extra_g)) for name, term in terms.items()}
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
             diverge(step, f"non-finite {', '.join(bad)}")

@@ -447,3 +447,61 @@ def test_recalibration_is_a_seeded_equal_weight_average_that_restores_mode_and_m
     assert all(torch.equal(v, first[k]) for k, v in generator.state_dict().items())
     recalibrate_batchnorm(generator, 3, 16, seed=8)
     assert not torch.equal(generator.blocks[1][1].running_mean, first["blocks.1.1.running_mean"])
+
+
+class StepSpy(Recording):
+    """Records what `step_losses` receives; adds a constant 100 to G's loss as the term "bonus"."""
+
+    def __init__(self, bonus: float | None = 100.0) -> None:
+        super().__init__()
+        self.bonus, self.calls = bonus, []
+
+    def step_losses(self, update, batch, generator, discriminator):
+        self.calls.append((update, batch.step, batch.real.clone(), batch.z.clone(), batch.fake.requires_grad, batch.fake.detach().clone()))
+        if update == "g" and self.bonus is not None:
+            return {"bonus": batch.fake.sum() * 0 + self.bonus}
+        return {}
+
+
+def test_step_losses_see_each_update_and_their_terms_enter_the_loss(tmp_path, monkeypatch):
+    """Per step the hook is called for the D update, then the G update, with the step's real batch (rows of the
+    training images, the same batch in both), the update's own noise, and G(z): detached for D, with G's graph
+    for G. Its terms are added to that update's loss and logged by name: loss_g carries the constant 100. A loop
+    that dropped the terms would log loss_g below 100 and no g_bonus, as shown."""
+    real_images = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    settings = TrainSettings.from_config({"steps": 3, "batch_size": 4, "log_every": 1})
+
+    def run(folder) -> tuple[StepSpy, list[dict]]:
+        spy = StepSpy()
+        train_gan(GANModels.fresh(ARCH, 0), real_images, settings, 0, tmp_path / folder, spy, {})
+        return spy, [json.loads(line) for line in (tmp_path / folder / "train_log.jsonl").read_text().splitlines()]
+
+    spy, lines = run("spy")
+    assert [(update, step) for update, step, *_ in spy.calls] == [("d", 1), ("g", 1), ("d", 2), ("g", 2), ("d", 3), ("g", 3)]
+    for (_, _, real_d, z_d, grad_d, _), (_, _, real_g, z_g, grad_g, _) in zip(spy.calls[::2], spy.calls[1::2]):
+        assert torch.equal(real_d, real_g) and all(any(torch.equal(row, image) for image in real_images) for row in real_d)
+        assert z_d.shape == z_g.shape == (4, ARCH.z_dim) and not torch.equal(z_d, z_g)
+        assert (grad_d, grad_g) == (False, True)
+    assert all(100.0 < line["loss_g"] < 110.0 and line["g_bonus"] == 100.0 for line in lines)
+
+    original = training._step
+    monkeypatch.setattr(training, "_step", lambda optimiser, loss, penalty, extra: original(optimiser, loss, penalty, {}))
+    _, dropped = run("dropped")
+    assert not all(100.0 < line["loss_g"] < 110.0 for line in dropped)
+
+
+def test_no_step_losses_is_plain_training_bit_for_bit(tmp_path):
+    """A hook returning no terms trains exactly as plain training; a term with a gradient changes G."""
+    real_images = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    settings = TrainSettings.from_config({"steps": 3, "batch_size": 4, "log_every": 10})
+
+    class Pull(TrainingHooks):
+        def step_losses(self, update, batch, generator, discriminator):
+            return {"brightness": batch.fake.mean()} if update == "g" else {}
+
+    plain, silent, pulled = (
+        train_gan(GANModels.fresh(ARCH, 0), real_images, settings, 0, tmp_path / name, hooks, {}).generator.state_dict()
+        for name, hooks in (("plain", TrainingHooks()), ("silent", StepSpy(bonus=None)), ("pulled", Pull()))
+    )
+    assert all(torch.equal(plain[key], silent[key]) for key in plain)
+    assert not all(torch.equal(plain[key], pulled[key]) for key in plain)
