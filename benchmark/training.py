@@ -63,7 +63,7 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eval_steps", tuple(sorted(self.eval_steps)))
-        complete("train", asdict(self) | {"eval_steps": list(self.eval_steps)})  # the schema's constraints also hold when built by hand
+        complete("train", self.as_record())  # the schema's constraints also hold when built by hand
         late = [step for step in self.eval_steps if step >= self.steps]
         if late:
             raise BenchmarkError(

@@ -12,12 +12,18 @@ from pathlib import Path
 import learn2learn
 import pytest
 import torch
+import yaml
 
+from benchmark.checkpoint import save_checkpoint
+from benchmark.config import validate_config
 from benchmark.errors import BenchmarkError
 from benchmark.meta_learning import inner_loop
 from benchmark.methods import get_method
 from benchmark.models import Architecture, GANModels, preserved_batchnorm_statistics
+from benchmark.plan import Plan
+from benchmark.settings import MetaTrainSettings
 from benchmark.splits import build_meta_manifest, build_source_manifest
+from benchmark.stages import meta_train as stage
 from benchmark.training import TrainingHooks, TrainSettings, as_training_tensor, train_gan
 from conftest import run_cli, save_prepared
 
@@ -139,9 +145,6 @@ def test_meta_training_stage_writes_a_loadable_checkpoint(tmp_path, digits):
 def test_meta_training_starts_from_the_source_pretraining_when_asked(tmp_path, digits, monkeypatch):
     """init: source starts meta-training at the source checkpoint's G and D (and records the file's hash); init:
     random at the seeded fresh weights; init: source without the checkpoint is one clear error naming the option."""
-    from benchmark.checkpoint import save_checkpoint
-    from benchmark.settings import MetaTrainSettings
-    from benchmark.stages import meta_train as stage
 
     data = save_prepared(digits, tmp_path, "digits")
     source = build_source_manifest("low", {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, digits, 0)
@@ -183,10 +186,6 @@ def test_meta_training_starts_from_the_source_pretraining_when_asked(tmp_path, d
 
 
 def test_the_plan_wires_the_source_checkpoint_into_meta_training_only_from_the_source():
-    import yaml
-
-    from benchmark.config import validate_config
-    from benchmark.plan import Plan
 
     config = validate_config(yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text()))
     plan = Plan(config)

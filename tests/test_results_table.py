@@ -16,6 +16,7 @@ from benchmark import results
 from benchmark.errors import BenchmarkError
 from benchmark.results import COLUMNS, collect_results, headline_comparison, render_markdown, summary_table
 from benchmark.selection import CURVE, FINAL, ORACLE, SELECTED
+from benchmark.stages.evaluate import curve_records
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -264,8 +265,6 @@ def test_the_adaptation_curve_is_a_table_of_its_own_by_step():
 
 def test_evaluation_passes_the_logged_validation_scores_on_as_curve_records():
     """One record per step and metric, with the validation split's sample sizes and the run's feature space."""
-    from benchmark.stages.evaluate import curve_records
-
     logged = {10: {"kid_validation": 0.5, "fid_validation": 7.0, "n_real": 100, "n_fake": 500}, 0: {"kid_validation": 0.9}}
     records = curve_records(logged, {"feature_space": "encoder"})
     assert [(r["checkpoint_step"], r["metric"], r["value"]) for r in records] == [(0, "kid", 0.9), (10, "kid", 0.5), (10, "fid", 7.0)]

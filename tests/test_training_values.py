@@ -18,7 +18,7 @@ from torch import nn
 from benchmark import training
 from benchmark.config import validate_config
 from benchmark.layout import StageFolder
-from benchmark.models import GANModels
+from benchmark.models import GANModels, recalibrate_batchnorm
 from benchmark.plan import Plan
 from benchmark.training import (
     NonFiniteSamples,
@@ -416,8 +416,6 @@ def test_recalibration_is_a_seeded_equal_weight_average_that_restores_mode_and_m
     """`recalibrate_batchnorm` resets the statistics, averages `batches` batches with equal weight (momentum None),
     draws its noise from its own seed (same seed, same statistics; a training generator's state is not touched),
     and restores each layer's momentum and the module's mode."""
-    from benchmark.models import recalibrate_batchnorm
-
     generator = GANModels.fresh(ARCH, 0).generator.eval()
     with torch.no_grad():
         for layer in generator.modules():
