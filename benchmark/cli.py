@@ -84,6 +84,13 @@ def cmd_meta_train(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def cmd_build_artefact(args: argparse.Namespace) -> None:
+    from benchmark.settings import BuildArtefactSettings
+    from benchmark.stages.build_artefact import build_artefact
+
+    build_artefact(BuildArtefactSettings.from_json(args.settings), artefacts=_named_paths(args.artefact), output=args.output)
+
+
 def cmd_adapt(args: argparse.Namespace) -> None:
     from benchmark.settings import AdaptSettings
     from benchmark.stages.adapt import adapt
@@ -168,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--settings", required=True)
     files(c, "manifest", "dataset", "output-dir")
     c.add_argument("--artefact", action="append", default=[], help="NAME=PATH of an artefact meta-training reads (init: source)")
+    c = add("build-artefact", cmd_build_artefact, "build a plugin artefact for one source and pretraining seed")
+    c.add_argument("--settings", required=True)
+    c.add_argument("--artefact", action="append", default=[], help="NAME=PATH of a built-in artefact it is built from")
+    c.add_argument("--output", type=Path, required=True)
     c = add("adapt", cmd_adapt, "adapt one method to one task's K shots for one seed", trains=True)
     c.add_argument("--settings", required=True)
     files(c, "manifest", "dataset", "encoder")

@@ -130,3 +130,14 @@ ARTEFACTS: dict[str, PathTemplate] = {
     "source_checkpoint": PRETRAIN / StageFolder.CHECKPOINT,
     "meta_checkpoint": META_TRAIN / StageFolder.CHECKPOINT,
 }
+# Artefacts a plugin adds (`benchmark.methods.Artefact`), built once per source and pretraining seed.
+PLUGIN_ARTEFACT_KEY = PathTemplate("{artefact}/{source}/seed{seed}")
+PLUGIN_ARTEFACT = RESULTS / f"artefacts/{PLUGIN_ARTEFACT_KEY}.safetensors"
+
+
+def artefact_file(name: str, source: str, seed: int, method: str) -> str:
+    """The file that provides artefact `name` to a run (or a meta-training) of `method` on `source`'s pretraining
+    seed `seed`: a stage's output for the built-in artefacts, else a plugin artefact's file."""
+    if name in ARTEFACTS:
+        return ARTEFACTS[name].fill(source=source, seed=seed, method=method)
+    return PLUGIN_ARTEFACT.fill(artefact=name, source=source, seed=seed)

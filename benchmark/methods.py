@@ -1,9 +1,11 @@
 """The method plugin interface and registry.
 
 A method is a `Method` subclass in one file of `methods/` (or in an installed package, exposed through the entry
-point group `ganbench.methods`). It says only what differs from plain GAN training: how G and D start
-(`initialise`), the training settings it uses, which parameters train and which penalties apply (the
-`TrainingHooks`), and which pipeline artefacts it needs (`requires`, names of `benchmark.layout.ARTEFACTS`), so
+point group `ganbench.methods`). It says only what differs from plain GAN training: the structure of the models it
+trains when it adds networks or parameters (`build_models`: evaluation, snapshots and resume rebuild them through
+it), how G and D start (`initialise`), the training settings it uses, which parameters train, which penalties
+and per-step losses apply, the noise and the per-step schedule (the `TrainingHooks`), which artefacts it adds to the
+pipeline (`provides`: tensors built once per source and pretraining seed, `Artefact`), and which pipeline artefacts it needs (`requires`: names of `benchmark.layout.ARTEFACTS` or of a registered method's `provides`), so
 that the workflow wires its inputs without knowing the method. A method requiring "meta_checkpoint" subclasses `benchmark.meta_learning.MetaMethod`,
 which the meta-training stage runs once per source and pretraining seed.
 
@@ -14,6 +16,7 @@ meta-learning machinery), never a pipeline stage or the metrics: the Snakefile d
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -22,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 
 from benchmark.augment import diff_augment
-from benchmark.checkpoint import load_checkpoint, models_from_checkpoint
+from benchmark.checkpoint import load_checkpoint, load_tensors, models_from_checkpoint, plain_models
 from benchmark.errors import BenchmarkError
 from benchmark.layout import ARTEFACTS
 from benchmark.models import Architecture, GANModels
@@ -78,6 +81,25 @@ class Hyperparameter:
             raise BenchmarkError(f"Hyperparameter '{key}' = {value!r} is below its minimum {self.minimum}.")
 
 
+# What a plugin artefact may be built from: artefacts kept per source and pretraining seed, as it is.
+ARTEFACT_INPUTS = ("source_checkpoint",)
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """An artefact a plugin adds to the pipeline: named tensors that `build` computes once per source and
+    pretraining seed from built-in artefacts (`requires`, among `ARTEFACT_INPUTS`, read through the context it is
+    given), stored as safetensors by the `build_artefact` stage with its provenance, and read by a
+    method that requires it through `AdaptationContext.tensors_from`. Declared in a method's `provides`; any method
+    may require it. E.g. statistics of the source generator that every run of every task would otherwise
+    recompute."""
+
+    name: str
+    build: Callable[[AdaptationContext], dict[str, torch.Tensor]]
+    requires: tuple[str, ...] = ("source_checkpoint",)
+    help: str = ""
+
+
 @dataclass
 class AdaptationContext:
     """What a method may use to build its starting point."""
@@ -100,11 +122,19 @@ class AdaptationContext:
             raise BenchmarkError(f"This method needs the {artefact}, but none was given (declare it in `requires`).")
         return models_from_checkpoint(load_checkpoint(path, self.device), path, self.arch, self.device)
 
+    def tensors_from(self, artefact: str) -> dict[str, torch.Tensor]:
+        """The tensors of a plugin artefact (`Artefact`), on the run's device."""
+        path = self.artefacts.get(artefact)
+        if path is None:
+            raise BenchmarkError(f"This method needs the {artefact}, but none was given (declare it in `requires`).")
+        return {name: tensor.to(self.device) for name, tensor in load_tensors(path).items()}
+
 
 class Method(TrainingHooks):
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
+    provides: ClassVar[tuple[Artefact, ...]] = ()  # artefacts this plugin adds to the pipeline
     hyperparameters: ClassVar[dict[str, Hyperparameter]] = {}
     augmentation: ClassVar[tuple[str, ...]] = ()  # DiffAugment policy, set by the "+diffaug" modifier
 
@@ -125,7 +155,14 @@ class Method(TrainingHooks):
             self.hyperparameters[key].check(f"{self.name}.{key}", value)
         self.hparams = {key: spec.default for key, spec in self.hyperparameters.items()} | hparams
 
+    def build_models(self, arch: Architecture) -> GANModels:
+        """Empty models of the structure this method trains, for loading its checkpoints and snapshots into (their
+        weights are overwritten). Override together with `initialise` when the method adds networks or
+        parameters: a miner in front of G, modulated kernels, an extra D head. The default is the plain backbone."""
+        return plain_models(arch)
+
     def initialise(self, context: AdaptationContext) -> GANModels:
+        """G and D as training starts, of the structure `build_models` makes."""
         return context.fresh_models()
 
     def augment(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
@@ -135,11 +172,40 @@ class Method(TrainingHooks):
 @cache
 def methods() -> dict[str, type[Method]]:
     registry = discover(Method, plugin_folders("methods", "GANBENCH_METHODS_PATH"), "ganbench.methods", "methods")
+    known = set(ARTEFACTS) | set(_plugin_artefacts(registry))
     for name, cls in registry.items():
-        unknown = set(cls.requires) - set(ARTEFACTS)
+        unknown = set(cls.requires) - known
         if unknown:
-            raise BenchmarkError(f"Method '{name}' requires unknown artefact(s) {sorted(unknown)}; known: {sorted(ARTEFACTS)}.")
+            raise BenchmarkError(f"Method '{name}' requires unknown artefact(s) {sorted(unknown)}; known: {sorted(known)}.")
     return registry
+
+
+def _plugin_artefacts(registry: dict[str, type[Method]]) -> dict[str, Artefact]:
+    """Every artefact the registered methods provide; a name given twice, or one that is built in, is refused, as
+    is an artefact built from anything but built-in artefacts."""
+    found: dict[str, tuple[str, Artefact]] = {}
+    for method, cls in sorted(registry.items()):
+        for artefact in cls.provides:
+            if artefact.name in ARTEFACTS or artefact.name in found:
+                other = "the pipeline" if artefact.name in ARTEFACTS else f"method '{found[artefact.name][0]}'"
+                raise BenchmarkError(f"Method '{method}' provides artefact '{artefact.name}', which {other} provides already. Rename one.")
+            unknown = set(artefact.requires) - set(ARTEFACT_INPUTS)
+            if unknown:
+                raise BenchmarkError(
+                    f"Artefact '{artefact.name}' of method '{method}' is built from {sorted(unknown)}; a plugin artefact is built from "
+                    f"{', '.join(ARTEFACT_INPUTS)} only (it is kept per source and pretraining seed)."
+                )
+            found[artefact.name] = (method, artefact)
+    return {name: artefact for name, (_, artefact) in found.items()}
+
+
+def plugin_artefacts() -> dict[str, Artefact]:
+    """The artefacts registered methods add to the pipeline, by name."""
+    return _plugin_artefacts(methods())
+
+
+def get_artefact(name: str) -> Artefact:
+    return lookup(plugin_artefacts(), name, "plugin artefact")
 
 
 def split_variant(name: str) -> tuple[str, list[str]]:

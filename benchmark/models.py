@@ -115,6 +115,17 @@ class Discriminator(nn.Module):
         return images.squeeze(1)
 
 
+def freeze_lowest_blocks(discriminator: Discriminator, frozen: int, setting: str) -> list[nn.Parameter]:
+    """Freeze D's lowest `frozen` blocks (by index) and put them in eval mode, so that spectral norm's power
+        iteration does not move their effective weights; returns the parameters of the blocks that train. `setting`
+    names the hyperparameter in the error for a count D does not have."""
+    if not 0 <= frozen < len(discriminator.blocks):
+        raise BenchmarkError(f"{setting} = {frozen}, but D has {len(discriminator.blocks)} blocks; at least the last must train.")
+    for block in discriminator.blocks[:frozen]:
+        block.requires_grad_(False).eval()
+    return [p for block in discriminator.blocks[frozen:] for p in block.parameters()]
+
+
 def non_finite_tensors(module: nn.Module) -> list[str]:
     """Names of the module's floating-point parameters and buffers that hold NaN or infinity."""
     return [name for name, tensor in module.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]

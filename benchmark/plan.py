@@ -15,10 +15,11 @@ from typing import Any
 from benchmark import layout
 from benchmark.config import dataset_options
 from benchmark.errors import BenchmarkError
-from benchmark.methods import get_method, methods, split_variant
+from benchmark.methods import get_artefact, get_method, methods, split_variant
 from benchmark.settings import (
     AdaptationRun,
     AdaptSettings,
+    BuildArtefactSettings,
     EncoderSettings,
     EvaluateSettings,
     MetaTrainSettings,
@@ -103,15 +104,19 @@ class Plan:
         return self.source_dataset(self.config["tasks"][task]["source"])
 
     def artefacts(self, run: AdaptationRun) -> dict[str, str]:
-        """The files that provide the artefacts a run's method requires (`Method.requires`)."""
-        fields = {"source": self.config["tasks"][run.task]["source"], "seed": run.pretrain_seed, "method": split_variant(run.method)[0]}
-        return {name: layout.ARTEFACTS[name].fill(**fields) for name in get_method(run.method).requires}
+        """The files that provide the artefacts a run's method requires (`Method.requires`), built-in or a plugin's."""
+        source, method = self.config["tasks"][run.task]["source"], split_variant(run.method)[0]
+        return {name: layout.artefact_file(name, source, run.pretrain_seed, method) for name in get_method(run.method).requires}
 
     def meta_artefacts(self, source: str, method: str, seed: int) -> dict[str, str]:
         """The files a meta-learner's meta-training reads (`MetaMethod.meta_requires`: the source checkpoint when it
         starts from the source pretraining)."""
         learner = get_method(method)(**method_hparams(self.config, method))
-        return {name: layout.ARTEFACTS[name].fill(source=source, seed=seed, method=method) for name in learner.meta_requires}
+        return {name: layout.artefact_file(name, source, seed, method) for name in learner.meta_requires}
+
+    def plugin_artefact_inputs(self, artefact: str, source: str, seed: int) -> dict[str, str]:
+        """The built-in artefacts a plugin artefact is built from, for one source and pretraining seed."""
+        return {name: layout.ARTEFACTS[name].fill(source=source, seed=seed) for name in get_artefact(artefact).requires}
 
     def feature_inputs(self) -> dict[str, str]:
         """The encoder, and the Inception weights file when one is configured (a changed file reruns scoring)."""
@@ -144,6 +149,10 @@ class Plan:
     def meta_train(self, method: str, seed: int) -> MetaTrainSettings:
         config = self.config
         return MetaTrainSettings(method, method_hparams(config, method), config["architecture"], seed, config["device"])
+
+    def build_artefact(self, artefact: str, seed: int) -> BuildArtefactSettings:
+        config = self.config
+        return BuildArtefactSettings(artefact, config["architecture"], config["image_size"], config["channels"], seed, config["device"])
 
     def adapt(self, run: AdaptationRun) -> AdaptSettings:
         config = self.config

@@ -53,6 +53,8 @@ DIVERSITY = [
     MetricColumn("nn_ratio_share", "NN-ratio share"),
 ]
 HEADLINE = FIDELITY[0]
+# The method without transfer that every other method's headline score is compared with (negative transfer).
+NO_TRANSFER = "scratch"
 
 
 def collect_results(metrics_files: list[Path]) -> pd.DataFrame:
@@ -213,8 +215,51 @@ def render_markdown(frame: pd.DataFrame) -> str:
             lines += ["Diversity, mode collapse and memorisation:", ""] + _metric_table(rows, DIVERSITY)
             for shots, headline in rows[rows["metric"] == HEADLINE.metric].groupby("shots", sort=True):
                 lines += [f"K = {shots}, {checkpoint}: {headline_comparison(headline)}", ""]
+            lines += transfer_table(rows, checkpoint)
         lines += curve_table(curve[curve["task"] == task])
     return "\n".join(lines)
+
+
+def transfer_gap(method: pd.Series, baseline: pd.Series) -> str:
+    """One method's mean headline metric minus the no-transfer baseline's, with the standard error of that
+    difference, and whether the seeds resolve it: "WORSE than scratch" (negative transfer) or "better" beyond 2
+    standard errors, "within seed spread" otherwise."""
+    scale = HEADLINE.scale
+    difference = method["mean"] - baseline["mean"]
+    text = f"{difference * scale:+.2f}"
+    if min(method["n"], baseline["n"]) < 2:
+        return text + " (one seed: no spread)"
+    standard_error = (method["std"] ** 2 / method["n"] + baseline["std"] ** 2 / baseline["n"]) ** 0.5
+    text += f" +/- {standard_error * scale:.2f}"
+    if standard_error > 0 and abs(difference) <= 2 * standard_error:
+        return text + " within seed spread"
+    if difference > 0:  # lower is better for the headline metric
+        return f"{text} **WORSE than {NO_TRANSFER}**"
+    return text + " better" if difference < 0 else text + " within seed spread"
+
+
+def transfer_table(rows: pd.DataFrame, checkpoint: str) -> list[str]:
+    """Negative transfer: per K, each method's headline difference to the no-transfer baseline (`NO_TRANSFER`),
+    flagged where it is worse beyond the seed spread (2 standard errors of the difference). Methods with a
+    diverged seed are left out, as in the ranking."""
+    headline = rows[rows["metric"].eq(HEADLINE.metric) & rows["n_diverged"].eq(0)]
+    baseline = headline[headline["method"].eq(NO_TRANSFER)].set_index("shots")
+    others = headline[~headline["method"].eq(NO_TRANSFER)]
+    if baseline.empty or others.empty:
+        return []
+    shots = sorted(baseline.index)
+    lines = [
+        f"Transfer vs {NO_TRANSFER} ({checkpoint}): mean {HEADLINE.label} of the method minus {NO_TRANSFER}'s, +/- the standard "
+        f"error of the difference; negative is better. WORSE: negative transfer beyond 2 standard errors.",
+        "",
+        "| method | " + " | ".join(f"K = {k}" for k in shots) + " |",
+        "|" + "---|" * (len(shots) + 1),
+    ]
+    for method, block in others.groupby("method", sort=True):
+        by_shots = block.set_index("shots")
+        cells = [transfer_gap(by_shots.loc[k], baseline.loc[k]) if k in by_shots.index else "n/a" for k in shots]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def curve_table(curve: pd.DataFrame) -> list[str]:

@@ -44,7 +44,8 @@ def settings_differences(stored: dict[str, Any], current: dict[str, Any]) -> lis
 class TrainingState:
     """What a checkpoint of a training job captures, in the order it is stored.
 
-    `parts` are models and optimisers (None: a part this run does not have, stored as None); `generators` are
+    `parts` are models, optimisers and a method's own state (None: a part this run does not have, stored as None);
+    `structure` is the models' structure when it is not the plain backbone's; `generators` are
     the job's own random generators. The global torch RNG state is always stored, last; a mid-run checkpoint then
     stores the job's log lines.
     """
@@ -56,6 +57,7 @@ class TrainingState:
         parts: dict[str, Stateful | None],
         generators: dict[str, torch.Generator],
         log: JsonLog,
+        structure: dict[str, str] | None = None,
     ) -> None:
         self.identity = identity
         self.identity_json = json.dumps(identity, sort_keys=True)
@@ -63,11 +65,14 @@ class TrainingState:
         self.parts = parts
         self.generators = generators
         self.log = log
+        self.structure = structure  # the models' structure when not the plain backbone's (`checkpoint.model_structure`)
 
     def save(self, path: Path, step: int, mid_run: bool) -> None:
         """`mid_run`: a checkpoint to resume from, which carries the log too (the final one does not need it)."""
         self.log.write()
         payload: dict[str, Any] = {"step": step, "architecture": self.architecture, "identity_json": self.identity_json}
+        if self.structure is not None:
+            payload["structure"] = self.structure
         payload.update({name: part.state_dict() if part is not None else None for name, part in self.parts.items()})
         payload.update({name: generator.get_state() for name, generator in self.generators.items()})
         payload["torch_rng_state"] = torch.get_rng_state()
@@ -93,6 +98,11 @@ class TrainingState:
             raise BenchmarkError(
                 f"{path} belongs to a {what} with other settings ({'; '.join(changed)}). Delete the run folder "
                 f"{path.parent} to start over, or restore the settings to resume."
+            )
+        if state.get("structure") != self.structure:
+            raise BenchmarkError(
+                f"{path} holds models of structure {state.get('structure') or 'plain backbone'}, but this {what} builds "
+                f"{self.structure or 'the plain backbone'}. Delete the run folder {path.parent} to start over."
             )
         for name, part in self.parts.items():
             if part is not None:

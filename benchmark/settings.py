@@ -165,6 +165,18 @@ class MetaTrainSettings(StageSettings):
 
 
 @dataclass(frozen=True)
+class BuildArtefactSettings(StageSettings):
+    artefact: str  # a plugin artefact (`benchmark.methods.Artefact`)
+    architecture: dict[str, Any]
+    image_size: int
+    channels: int
+    seed: int  # the pretraining seed
+    device: str
+
+    sections = {"architecture": "architecture"}
+
+
+@dataclass(frozen=True)
 class AdaptSettings(StageSettings):
     run: AdaptationRun
     method_hparams: dict[str, Any]  # as set in the config; the method fills in its own defaults

@@ -1,7 +1,10 @@
 """The one GAN training loop every stage and method shares.
 
 Methods change it only through `TrainingHooks`: the training settings they adapt with, which parameters train,
-penalty terms for G and D, and per-step loss terms that see the step's real batch, noise and fakes. The loop owns the rest: losses, Adam, optional EMA of G, the step budget,
+penalty terms for G and D, per-step loss terms that see the step's real batch, noise and fakes, the noise each
+update draws, a call at the start of every step (a schedule by step), and state of their own that a resumed run
+restores. The models may be of a method's own structure (`benchmark.methods.Method.build_models`): checkpoints
+and snapshots record it. The loop owns the rest: losses, Adam, optional EMA of G, the step budget,
 the evaluation schedule (every `eval_every` steps, the adaptation-curve steps `eval_steps`, and the last step),
 JSON-lines logs, and checkpoints that a later call resumes from (bit-identical on CPU: model, optimiser and RNG
 states). At every evaluation step before the last, the evaluated generator is also kept as a snapshot, so that
@@ -29,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark.checkpoint import save_snapshot
+from benchmark.checkpoint import model_structure, save_snapshot
 from benchmark.config import complete
 from benchmark.errors import BenchmarkError
 from benchmark.layout import StageFolder
@@ -91,6 +94,7 @@ class StepBatch:
     real: torch.Tensor  # the step's real batch, before any augmentation
     z: torch.Tensor  # the noise of this update (the D and the G update draw their own)
     fake: torch.Tensor  # G(z): detached in the D update, carrying G's graph in the G update
+    rng: torch.Generator  # the run's sampler: draw any further randomness from it, so that a resumed run draws alike
 
 
 class TrainingHooks:
@@ -114,6 +118,26 @@ class TrainingHooks:
 
     def generator_penalty(self, generator: Generator) -> torch.Tensor | None:
         return None
+
+    def begin_step(self, step: int, generator: Generator, discriminator: Discriminator) -> None:
+        """Called at the start of every step (1 for the first), before its D update, also on the first step after a
+        resume: a method switches what trains or how D scores here, by step (state must follow from `step` and
+        `state_dict`, never from earlier calls)."""
+
+    def sample_noise(self, update: str, step: int, count: int, z_dim: int, rng: torch.Generator) -> torch.Tensor:
+        """The noise G maps in this step's D update (`update` "d") or G update ("g"), drawn from the run's sampler
+        `rng`. Default: standard normal."""
+        return torch.randn(count, z_dim, generator=rng)
+
+    def state_dict(self) -> dict[str, Any]:
+        """State of the method that changes during training and is not a trained parameter (a running estimate,
+        an adaptive weight), saved in every checkpoint and given back to `load_state_dict` when a run resumes.
+        State that `initialise` rebuilds the same way every time (a frozen source copy, a Fisher computed once)
+        needs none. Empty: nothing is stored."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
 
     def step_losses(self, update: str, batch: StepBatch, generator: Generator, discriminator: Discriminator) -> dict[str, torch.Tensor]:
         """Extra loss terms for this step's D update (`update` "d") or G update ("g"), by name; each is added to
@@ -228,13 +252,17 @@ def train_gan(
     sampler = torch.Generator().manual_seed(seed)
     identity = {**run_identity, "train_settings": settings.as_record(), "seed": seed}
     log_file = JsonLog(folder.train_log)
-    state = TrainingState(
-        identity,
-        models.arch.to_dict(),
-        {"generator": generator, "discriminator": discriminator, "generator_ema": ema, "optimiser_g": optimiser_g, "optimiser_d": optimiser_d},
-        {"sampler_state": sampler},
-        log_file,
-    )
+    structure = model_structure(generator, discriminator)
+    parts: dict[str, Any] = {
+        "generator": generator,
+        "discriminator": discriminator,
+        "generator_ema": ema,
+        "optimiser_g": optimiser_g,
+        "optimiser_d": optimiser_d,
+    }
+    if hooks.state_dict():  # only then: checkpoints of methods without state keep their layout
+        parts["method_state"] = hooks
+    state = TrainingState(identity, models.arch.to_dict(), parts, {"sampler_state": sampler}, log_file, structure)
     # Mid-run state goes to resume.pt, the finished run to checkpoint.pt: a workflow manager may delete a job's
     # declared outputs (checkpoint.pt) before rerunning it, but keeps resume.pt, so a killed job resumes.
     start_step = state.resume((folder.checkpoint, folder.resume), device, "run")
@@ -276,25 +304,26 @@ def train_gan(
             log_file.append({"step": step, "eval": result})
             log.info("step %d: evaluation %s", step, result)
             if step != settings.steps:  # the last step's generator is in checkpoint.pt
-                save_snapshot(folder.snapshot(step), step, models.arch, identity, evaluated)
+                save_snapshot(folder.snapshot(step), step, models.arch, identity, evaluated, structure)
 
     num_real = real_images.shape[0]
     if start_step == 0 and settings.evaluates_at(0):
         run_evaluation(0)  # the starting point of the adaptation curve
     started, last_time, last_step = time.perf_counter(), time.perf_counter(), start_step
     for step in range(start_step + 1, settings.steps + 1):
+        hooks.begin_step(step, generator, discriminator)
         real = real_images[torch.randint(num_real, (settings.batch_size,), generator=sampler).to(device)]
-        z = torch.randn(settings.batch_size, generator.z_dim, generator=sampler).to(device)
+        z = hooks.sample_noise("d", step, settings.batch_size, generator.z_dim, sampler).to(device)
         fake = generator(z)
         real_logits = discriminator(hooks.augment(real, sampler))
         fake_logits = discriminator(hooks.augment(fake.detach(), sampler))
-        extra_d = hooks.step_losses("d", StepBatch(step, real, z, fake.detach()), generator, discriminator)
+        extra_d = hooks.step_losses("d", StepBatch(step, real, z, fake.detach(), sampler), generator, discriminator)
         loss_d = _step(optimiser_d, discriminator_loss(settings.loss, real_logits, fake_logits), hooks.discriminator_penalty(discriminator), extra_d)
 
-        z = torch.randn(settings.batch_size, generator.z_dim, generator=sampler).to(device)
+        z = hooks.sample_noise("g", step, settings.batch_size, generator.z_dim, sampler).to(device)
         fake = generator(z)
         fake_logits_g = discriminator(hooks.augment(fake, sampler))
-        extra_g = hooks.step_losses("g", StepBatch(step, real, z, fake), generator, discriminator)
+        extra_g = hooks.step_losses("g", StepBatch(step, real, z, fake, sampler), generator, discriminator)
         loss_g = _step(optimiser_g, generator_loss(settings.loss, fake_logits_g), hooks.generator_penalty(generator), extra_g)
         if ema is not None:
             # Warm-up (as in TensorFlow's ExponentialMovingAverage): early on the average must not be

@@ -1,8 +1,7 @@
 from torch import nn
 
-from benchmark.errors import BenchmarkError
 from benchmark.methods import AdaptationContext, Hyperparameter, Method
-from benchmark.models import Discriminator, GANModels, Generator
+from benchmark.models import Discriminator, GANModels, Generator, freeze_lowest_blocks
 
 
 class FreezeD(Method):
@@ -21,10 +20,4 @@ class FreezeD(Method):
         return context.source_models()
 
     def trainable_parameters(self, generator: Generator, discriminator: Discriminator) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        frozen = self.hparams["frozen_blocks"]
-        if not 0 <= frozen < len(discriminator.blocks):
-            raise BenchmarkError(f"freeze_d: frozen_blocks = {frozen}, but D has {len(discriminator.blocks)} blocks; at least the last must train.")
-        for block in discriminator.blocks[:frozen]:
-            block.requires_grad_(False).eval()
-        trainable_d = [p for block in discriminator.blocks[frozen:] for p in block.parameters()]
-        return list(generator.parameters()), trainable_d
+        return list(generator.parameters()), freeze_lowest_blocks(discriminator, self.hparams["frozen_blocks"], "freeze_d: frozen_blocks")

@@ -35,6 +35,7 @@ wildcard_constraints:
     source=r"[A-Za-z0-9_\-]+",
     task=r"[A-Za-z0-9_\-]+",
     method=r"[A-Za-z0-9_+\-]+",
+    artefact=r"[A-Za-z0-9_\-]+",
     shots=r"\d+",
     seed=r"\d+",
 
@@ -64,6 +65,10 @@ def meta_train_inputs(wildcards):
         "dataset": PLAN.source_dataset(wildcards.source),
         **PLAN.meta_artefacts(wildcards.source, wildcards.method, int(wildcards.seed)),
     }
+
+
+def plugin_artefact_inputs(wildcards):
+    return PLAN.plugin_artefact_inputs(wildcards.artefact, wildcards.source, int(wildcards.seed))
 
 
 def evaluate_inputs(wildcards):

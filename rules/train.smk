@@ -42,6 +42,26 @@ rule meta_train:
         "--dataset {input.dataset} {params.artefacts} --output-dir $(dirname {output.checkpoint}) 2>&1 | tee {log}"
 
 
+rule build_artefact:
+    input:
+        unpack(plugin_artefact_inputs),
+    output:
+        layout.PLUGIN_ARTEFACT,
+    params:
+        settings=lambda w: as_arg(PLAN.build_artefact(w.artefact, int(w.seed))),
+        artefacts=lambda w: " ".join(f"--artefact {name}={path}" for name, path in plugin_artefact_inputs(w).items()),
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    log:
+        layout.log("build_artefact", layout.PLUGIN_ARTEFACT_KEY),
+    benchmark:
+        layout.benchmark("build_artefact", layout.PLUGIN_ARTEFACT_KEY)
+    shell:
+        "ganbench --threads {threads} build-artefact --settings {params.settings} {params.artefacts} --output {output} 2>&1 | tee {log}"
+
+
 rule adapt:
     input:
         unpack(adapt_inputs),

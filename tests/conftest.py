@@ -21,6 +21,7 @@ from benchmark.encoder import fit_encoder
 from benchmark.metrics import EvaluationSets
 from benchmark.models import Architecture, GANModels
 from benchmark.splits import build_source_manifest, build_task_manifest, write_manifest
+from benchmark.training import as_training_tensor
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = data_root({})
@@ -161,6 +162,19 @@ def write_source_checkpoint(path: Path, arch: Architecture) -> Path:
     payload = {"step": 1, "architecture": arch.to_dict(), "identity_json": "{}", "generator": models.generator.state_dict()}
     save_checkpoint(path, {**payload, "discriminator": models.discriminator.state_dict(), "generator_ema": None})
     return path
+
+
+@pytest.fixture(scope="session")
+def source_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A source checkpoint of the tiny digits backbone as pretraining writes one (fresh weights: the methods'
+    checks do not depend on how they were made). A module may define its own."""
+    return write_source_checkpoint(tmp_path_factory.mktemp("source") / "source.pt", TINY_DIGIT_ARCH)
+
+
+@pytest.fixture(scope="session")
+def target(digits: PreparedDataset) -> torch.Tensor:
+    """16 real target images (digits 5-9) in [-1, 1], on the CPU."""
+    return as_training_tensor(digits.images[digits.labels >= 5][:16], torch.device("cpu"))
 
 
 @pytest.fixture

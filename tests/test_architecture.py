@@ -71,7 +71,7 @@ def test_each_rule_runs_one_subcommand_of_its_stage_module(tmp_path):
     stages = {path.stem for path in (REPO / "benchmark" / "stages").glob("*.py") if path.stem != "__init__"}
     commands = rules_and_commands(sorted((REPO / "rules").glob("*.smk")))
     assert set(commands) == {
-        "prepare_data", "split_source", "split_meta", "split_task", "train_encoder", "pretrain", "meta_train", "adapt",
+        "prepare_data", "split_source", "split_meta", "split_task", "train_encoder", "pretrain", "meta_train", "build_artefact", "adapt",
         "evaluate", "collect", "table",
     }  # fmt: skip
     for rule, called in commands.items():

@@ -27,8 +27,8 @@ from torch import nn
 from benchmark import methods as method_registry
 from benchmark.methods import AdaptationContext, get_method
 from benchmark.models import GANModels
-from benchmark.training import TrainSettings, as_training_tensor, train_gan
-from conftest import TINY_DIGIT_ARCH, write_source_checkpoint
+from benchmark.training import TrainSettings, train_gan
+from conftest import TINY_DIGIT_ARCH
 
 ARCH = TINY_DIGIT_ARCH
 CPU = torch.device("cpu")
@@ -44,18 +44,6 @@ NEARER = 0.5
 @pytest.fixture(autouse=True)
 def _one_thread(one_thread: None) -> None:
     """Every run here on one thread (conftest's `one_thread`); comparisons are between runs made alike."""
-
-
-@pytest.fixture(scope="module")
-def source_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A source checkpoint as pretraining writes one (fresh weights: the anchoring does not care how they were made)."""
-    return write_source_checkpoint(tmp_path_factory.mktemp("source") / "source.pt", ARCH)
-
-
-@pytest.fixture(scope="module")
-def target(digits: Any) -> torch.Tensor:
-    """16 real target images (digits 5-9) in [-1, 1]."""
-    return as_training_tensor(digits.images[digits.labels >= 5][:16], CPU)
 
 
 def context(source_checkpoint: Path) -> AdaptationContext:

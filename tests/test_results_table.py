@@ -270,3 +270,37 @@ def test_evaluation_passes_the_logged_validation_scores_on_as_curve_records():
     assert [(r["checkpoint_step"], r["metric"], r["value"]) for r in records] == [(0, "kid", 0.9), (10, "kid", 0.5), (10, "fid", 7.0)]
     assert all(r["checkpoint"] == CURVE and r["reference_set"] == "validation" and r["feature_space"] == "encoder" for r in records)
     assert (records[1]["n_real"], records[1]["n_fake"], records[0]["n_real"]) == (100, 500, None)
+
+
+def test_negative_transfer_is_flagged_only_beyond_the_seed_spread():
+    """Against scratch at 20 +/- 2 (x 10^-3, n = 4): 25 +/- 2 is 5 worse with SE sqrt(4/4 + 4/4) = 1.41, 3.5 SE:
+    negative transfer. 22 +/- 2 is 2 worse, 1.4 SE: within the spread. 15 +/- 2 is resolved the other way. With one
+    seed there is no spread to judge by. Wrong implementations: an SE without the division by n (2.83) puts both
+    5-point gaps at 1.8 SE, "within"; reading "lower is better" backwards flags `helps` instead of `hurts`."""
+    summary = pd.DataFrame(
+        [
+            {"method": name, "shots": 5, "mean": mean, "std": std, "n": n, "n_diverged": 0, "metric": "kid"}
+            for name, mean, std, n in (
+                ("scratch", 0.020, 0.002, 4), ("hurts", 0.025, 0.002, 4), ("close", 0.022, 0.002, 4), ("helps", 0.015, 0.002, 4),
+                ("single", 0.030, float("nan"), 1),
+            )
+        ]
+    )  # fmt: skip
+    lines = results.transfer_table(summary, "final")
+    cells = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in lines if line.startswith("| ") and "K = " not in line}
+    assert cells == {
+        "close": "+2.00 +/- 1.41 within seed spread",
+        "helps": "-5.00 +/- 1.41 better",
+        "hurts": "+5.00 +/- 1.41 **WORSE than scratch**",
+        "single": "+10.00 (one seed: no spread)",
+    }
+    assert "scratch" not in cells
+    assert results.transfer_table(summary[summary["method"] != "scratch"], "final") == []  # no baseline, no table
+
+
+def test_the_rendered_table_flags_negative_transfer_per_task_and_checkpoint():
+    rows = [record("scratch", seed, "kid", 0.020 + 0.001 * seed) for seed in range(3)]
+    rows += [record("finetune", seed, "kid", 0.040 + 0.001 * seed) for seed in range(3)]
+    markdown = render_markdown(frame(rows))
+    assert "Transfer vs scratch (final)" in markdown
+    assert "| finetune | +20.00 +/- 0.82 **WORSE than scratch** |" in markdown

@@ -3,7 +3,8 @@ oracle's, when asked for), against the task's reference set. Which checkpoints: 
 run's adaptation curve (KID and FID on the validation split at each evaluation step, scored during training)
 is passed on as records of the checkpoint label `benchmark.selection.CURVE`.
 
-Every record carries the run's fields (`benchmark.settings.RUN_FIELDS`), its status, the sample sizes and
+The generators are rebuilt through the run's method (`Method.build_models`), so a method that adds networks or
+parameters is scored as it trained. Every record carries the run's fields (`benchmark.settings.RUN_FIELDS`), its status, the sample sizes and
 feature space of its value, the evaluation settings, the environment and the run's whole config.
 """
 
@@ -14,12 +15,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from benchmark.checkpoint import generator_from_snapshot, load_checkpoint, models_from_checkpoint
 from benchmark.errors import BenchmarkError
 from benchmark.io import atomic_write_json
 from benchmark.layout import StageFolder
+from benchmark.methods import get_method
 from benchmark.metrics import SUITE_METRICS, EvaluationSets, MetricSettings, MetricSuite, feature_space
-from benchmark.models import Architecture, Generator, non_finite_tensors
+from benchmark.models import Architecture, non_finite_tensors
 from benchmark.provenance import environment
 from benchmark.selection import CURVE, FINAL, ORACLE, SELECTED, best_step, validation_scores
 from benchmark.settings import RUN_FIELDS, EvaluateSettings
@@ -51,7 +55,8 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
         return _record_divergence(run_config, task, evaluation, output)
     state = load_checkpoint(folder.checkpoint, device)
     arch = Architecture.from_dict(run_config["architecture"])
-    final_generator = models_from_checkpoint(state, folder.checkpoint, arch, device).generator
+    build = get_method(run_config["method"])(**run_config.get("method_hparams", {})).build_models
+    final_generator = models_from_checkpoint(state, folder.checkpoint, arch, device, build).generator
     final_step = int(state["step"])
     non_finite = non_finite_tensors(final_generator)
     if non_finite:  # its images would be NaN, cast to black: record the run as diverged instead of scoring them
@@ -76,9 +81,9 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
 
     def score(step: int) -> list[dict[str, Any]]:
         if step not in scored:
-            generator: Generator = final_generator
+            generator: nn.Module = final_generator
             if step != final_step:
-                generator = generator_from_snapshot(folder.snapshot(step), state["identity_json"], arch, device)
+                generator = generator_from_snapshot(folder.snapshot(step), state["identity_json"], arch, device, build)
             scored[step] = suite.score(generate(generator, evaluation["num_generated"], evaluation["seed"], device))
         return scored[step]
 
