@@ -255,8 +255,8 @@ def transfer_table(rows: pd.DataFrame, checkpoint: str) -> list[str]:
         "| method | " + " | ".join(f"K = {k}" for k in shots) + " |",
         "|" + "---|" * (len(shots) + 1),
     ]
-    for method, block in others.groupby("method", sort=True):
-        by_shots = block.set_index("shots")
+    for method in sorted(set(others["method"])):
+        by_shots = others[others["method"].eq(method)].set_index("shots")
         cells = [transfer_gap(by_shots.loc[k], baseline.loc[k]) if k in by_shots.index else "n/a" for k in shots]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return [*lines, ""]

@@ -71,11 +71,9 @@ class AdaFM(Method):
     def initialise(self, context: AdaptationContext) -> GANModels:
         source = context.source_models()
         generator = ModulatedGenerator(context.arch, self.modulated_blocks())
+        # Every tensor but gamma and beta (which start at 1 and 0) comes from the source.
         missing, unexpected = generator.load_state_dict(source.generator.state_dict(), strict=False)
         assert not unexpected and all(key.endswith((".gamma", ".beta")) for key in missing), (missing, unexpected)
-        for layer in generator.modulations():  # the constructor's copies held fresh weights; now the source's
-            nn.init.ones_(layer.gamma)
-            nn.init.zeros_(layer.beta)
         return GANModels(context.arch, generator.to(context.device), source.discriminator)
 
     def trainable_parameters(self, generator: ModulatedGenerator, discriminator: Discriminator) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -63,6 +63,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
         "tests/test_training.py",
         "tests/test_selection.py",
         "tests/test_adaptation_methods.py",
+        "tests/test_added_networks.py",
     ),
     "methods/ewc.py": METHOD_TESTS,
     "methods/l2sp.py": METHOD_TESTS,
@@ -71,6 +72,9 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "methods/scratch.py": ("tests/test_method_defaults.py",),
     "methods/reptile.py": META_TESTS,
     "methods/maml_gan.py": META_TESTS,
+    "methods/minegan.py": ("tests/test_added_networks.py",),
+    "methods/cdc.py": ("tests/test_added_networks.py",),
+    "methods/adafm.py": ("tests/test_added_networks.py",),
 }
 
 COMPARISON_SWAPS = {

@@ -309,3 +309,117 @@ def test_adafm_moves_only_the_modulation_of_g(source_checkpoint, target, tmp_pat
     everything.trainable_parameters = lambda g, d: (list(g.parameters()), list(d.parameters()))
     trained = train(everything, source_checkpoint, target, tmp_path / "broken", 6)
     assert any(not torch.equal(p, source_g[name]) for name, p in trained.generator.named_parameters() if name in source_g)
+
+
+# ---- declared defaults and the details the checks above leave open --------------------------------------------
+
+
+def test_the_new_methods_declare_their_papers_defaults_and_ranges():
+    """The defaults are protocol (every published number depends on them): MineGAN's stage split of the official
+    28x28 code (equal stages: half of the preset's 300 steps), CDC's official code (kl_weight 1000, 4 latents,
+    anchors every 4th step, noise 0.1, 10 anchors), AdaFM's few-shot setting (block 1 modulated, D's lowest two of
+    three blocks frozen). Ranges are what a sweep (issue 15) draws from."""
+    declared = {name: get_method(name).hyperparameters for name in ("minegan", "cdc", "adafm")}
+    expected = {
+        "minegan": {"miner_steps": (150, (25, 300), False, 0)},
+        "cdc": {
+            "kl_weight": (1e3, (1e1, 1e4), True, 0),
+            "consistency_batch": (4, (3, 16), False, 3),
+            "anchor_every": (4, (2, 8), False, 1),
+            "anchor_std": (0.1, (0.01, 0.5), True, 0),
+            "anchors": (10, (1, 50), True, 1),
+        },
+        "adafm": {"modulate_output": (False, (False, True), False, 0), "frozen_d_blocks": (2, (0, 2), False, 0)},
+    }
+    found = {
+        name: {key: (hp.default, hp.search, hp.log_scale, hp.minimum) for key, hp in hyperparameters.items()}
+        for name, hyperparameters in declared.items()
+    }
+    assert found == expected
+
+
+def test_minegan_miner_starts_seeded_glorot_with_zero_biases(source_checkpoint):
+    """The same seed gives the same miner whatever the global random state; its weights are Glorot-uniform (bound
+    sqrt(6 / (fan_in + fan_out)) = 0.43 for 16 x 16, standard deviation 0.25, where PyTorch's default would give a
+    bound of 1/sqrt(16) = 0.25, standard deviation 0.14) and its biases 0."""
+    method = get_method("minegan")()
+    torch.manual_seed(123)
+    first = method.initialise(context(source_checkpoint)).generator.miner
+    torch.manual_seed(456)
+    second = method.initialise(context(source_checkpoint)).generator.miner
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    bound = (6 / (2 * ARCH.z_dim)) ** 0.5
+    for layer in (first.layers[0], first.layers[2]):
+        assert layer.weight.abs().max() <= bound and torch.equal(layer.bias, torch.zeros_like(layer.bias))
+        assert abs(layer.weight.std().item() - bound / 3**0.5) < 0.025  # a uniform's std: bound / sqrt(3)
+
+
+def test_cdc_parts_by_hand(source_checkpoint):
+    """The patch discriminator gives one logit per image unless told otherwise, a 7x7 grid when told; its new head
+    starts seeded at DCGAN's N(0, 0.02); the similarity rows are cosines to the N - 1 others on each row's own
+    layer; the consistency term enters G's update only, scaled by kl_weight, with the source G in G's BatchNorm mode."""
+    module = sys.modules[get_method("cdc").__module__]
+    images = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    discriminator = module.PatchDiscriminator(ARCH)
+    assert discriminator(images).shape == (5,)
+    discriminator.patch_level = True
+    assert discriminator(images).shape == (5, 49)
+
+    method = get_method("cdc")()
+    torch.manual_seed(7)
+    first = method.initialise(context(source_checkpoint)).discriminator
+    torch.manual_seed(8)
+    second = method.initialise(context(source_checkpoint)).discriminator
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    head = first.patch_head.parametrizations.weight.original
+    assert head.std().item() < 0.04  # DCGAN's 0.02, where PyTorch's default for 16 inputs gives about 0.14
+
+    features = [torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])]
+    rows = module.similarity_logits(features, torch.tensor([0, 1, 0]))
+    half = 2**-0.5
+    assert torch.allclose(rows, torch.tensor([[0.0, half], [1.0, -1.0], [half, half]]))
+
+    generator = method.initialise(context(source_checkpoint)).generator
+    batch = StepBatch(1, images, torch.zeros(5, ARCH.z_dim), torch.zeros(5, 1, 28, 28), torch.Generator().manual_seed(3))
+    assert method.step_losses("d", batch, generator, first) == {}
+    with torch.no_grad():
+        generator.blocks[1][0].weight.mul_(1.5)
+    term = method.step_losses("g", batch, generator, first)["distance_consistency"]
+    assert torch.allclose(term, 1e3 * method.consistency_loss(generator, torch.Generator().manual_seed(3)))
+
+    unmoved = method.initialise(context(source_checkpoint)).generator.eval()
+    assert method.consistency_loss(unmoved, torch.Generator().manual_seed(0)).item() == 0.0  # both in eval mode
+
+
+def test_cdc_anchor_latents_spread_by_anchor_std_around_an_anchor(source_checkpoint):
+    method = get_method("cdc")(anchor_std=0.1)
+    method.initialise(context(source_checkpoint))
+    z = method.sample_noise("g", 1, 4000, ARCH.z_dim, torch.Generator().manual_seed(0))
+    offsets = z - method.anchor_points[torch.cdist(z, method.anchor_points).argmin(1)]
+    assert abs(offsets.std().item() - 0.1) < 0.005 and abs(offsets.mean().item()) < 0.005
+    normal = method.sample_noise("g", 2, 4000, ARCH.z_dim, torch.Generator().manual_seed(0))
+    assert abs(normal.std().item() - 1.0) < 0.02
+
+
+def test_adafm_modulation_shapes_and_formula_by_hand(source_checkpoint):
+    """gamma and beta hold one value per (input, output) channel pair of the kernel (C_in x C_out x 1 x 1 for a
+    transposed convolution); the kernel used is gamma * W + beta; `modulate_output` adds block 2's convolution;
+    every other parameter of G is frozen (no gradient is even computed for it)."""
+    module = sys.modules[get_method("adafm").__module__]
+    method = get_method("adafm")(modulate_output=True)
+    models = method.initialise(context(source_checkpoint))
+    generator = models.generator
+    assert [type(generator.blocks[i][0]).__name__ for i in range(3)] == ["Linear", "ModulatedConvTranspose2d", "ModulatedConvTranspose2d"]
+    layer = generator.blocks[1][0]
+    assert layer.gamma.shape == (*layer.weight.shape[:2], 1, 1) == (2 * ARCH.width, ARCH.width, 1, 1)
+    with torch.no_grad():
+        layer.gamma.fill_(2.0)
+        layer.beta.fill_(0.1)
+    features = torch.randn(2, 2 * ARCH.width, 7, 7, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.conv_transpose2d(features, 2.0 * layer.weight + 0.1, layer.bias, stride=2, padding=1)
+    assert torch.allclose(layer(features), expected)
+    assert isinstance(layer, module.ModulatedConvTranspose2d)
+
+    params_g, _ = method.trainable_parameters(generator, models.discriminator)
+    assert {id(p) for p in params_g} == {id(p) for p in generator.parameters() if p.requires_grad}
+    assert len(params_g) == 4  # gamma and beta of two layers

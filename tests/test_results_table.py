@@ -304,3 +304,20 @@ def test_the_rendered_table_flags_negative_transfer_per_task_and_checkpoint():
     markdown = render_markdown(frame(rows))
     assert "Transfer vs scratch (final)" in markdown
     assert "| finetune | +20.00 +/- 0.82 **WORSE than scratch** |" in markdown
+
+
+def test_transfer_verdicts_at_their_edges():
+    """Exactly representable cases: SE = sqrt(0.25 / 2 + 0.25 / 2) = 0.5 with two seeds each. A difference of exactly
+    2 SE is within the spread, 2.5 SE is negative transfer; two seeds are enough to judge; equal means without any
+    spread are a tie, not a difference. (Mutants that judged at < 2 SE, at 3 SE, from three seeds on, or called
+    a zero difference worse or better fail here.)"""
+
+    def gap(mean: float, std: float, n: int, baseline: tuple[float, float, int] = (0.5, 0.5, 2)) -> str:
+        row = pd.Series({"mean": mean, "std": std, "n": n})
+        return results.transfer_gap(row, pd.Series(dict(zip(("mean", "std", "n"), baseline))))
+
+    assert gap(1.5, 0.5, 2) == "+1000.00 +/- 500.00 within seed spread"
+    assert gap(1.75, 0.5, 2) == "+1250.00 +/- 500.00 **WORSE than scratch**"
+    assert gap(-0.75, 0.5, 2) == "-1250.00 +/- 500.00 better"
+    assert gap(0.5, 0.0, 3, baseline=(0.5, 0.0, 3)) == "+0.00 +/- 0.00 within seed spread"
+    assert gap(0.75, 0.0, 3, baseline=(0.5, 0.0, 3)) == "+250.00 +/- 0.00 **WORSE than scratch**"
