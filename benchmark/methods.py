@@ -1,13 +1,17 @@
 """The method plugin interface and registry.
 
 A method is a `Method` subclass in one file of `methods/` (or in an installed package, exposed through the entry
-point group `ganbench.methods`). It says only what differs from plain GAN training: the structure of the models it
-trains when it adds networks or parameters (`build_models`: evaluation, snapshots and resume rebuild them through
-it), how G and D start (`initialise`), the training settings it uses, which parameters train, which penalties
-and per-step losses apply, the noise and the per-step schedule (the `TrainingHooks`), which artefacts it adds to the
-pipeline (`provides`: tensors built once per source and pretraining seed, `Artefact`), and which pipeline artefacts it needs (`requires`: names of `benchmark.layout.ARTEFACTS` or of a registered method's `provides`), so
-that the workflow wires its inputs without knowing the method. A method requiring "meta_checkpoint" subclasses `benchmark.meta_learning.MetaMethod`,
-which the meta-training stage runs once per source and pretraining seed.
+point group `ganbench.methods`). It says only what differs from plain GAN training:
+- the structure of the models it trains when it adds networks or parameters (`build_models`; evaluation,
+  snapshots and resume rebuild them through it) and how G and D start (`initialise`);
+- the training settings it uses, which parameters train, which penalties and per-step losses apply, the noise
+  and the per-step schedule (the `TrainingHooks`);
+- which artefacts it adds to the pipeline (`provides`: tensors built once per source and pretraining seed,
+  `Artefact`) and which it needs (`requires`: names of `benchmark.layout.ARTEFACTS` or of a registered method's
+  `provides`), so that the workflow wires its inputs without knowing the method.
+
+A method requiring "meta_checkpoint" subclasses `benchmark.meta_learning.MetaMethod`, which the meta-training
+stage runs once per source and pretraining seed.
 
 Discovering the methods imports the method files and the library below them (models, training loop,
 meta-learning machinery), never a pipeline stage or the metrics: the Snakefile discovers them while it parses.
@@ -182,7 +186,7 @@ def methods() -> dict[str, type[Method]]:
 
 def _plugin_artefacts(registry: dict[str, type[Method]]) -> dict[str, Artefact]:
     """Every artefact the registered methods provide; a name given twice, or one that is built in, is refused, as
-    is an artefact built from anything but built-in artefacts."""
+    is an artefact built from anything but `ARTEFACT_INPUTS`."""
     found: dict[str, tuple[str, Artefact]] = {}
     for method, cls in sorted(registry.items()):
         for artefact in cls.provides:
