@@ -148,7 +148,22 @@ def test_full_preset_covers_every_method_and_shot_count(tmp_path):
     result = snakemake(tmp_path, REPO / "config" / "full.yaml", "-n")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
-    assert int(counts["adapt"]) == len(Plan(config).runs) == 5 * 4 * len(config["methods"]) * 5
+    assert {"fashion_to_xray", "xray_normal_to_pneumonia"} <= set(config["tasks"]) and len(config["tasks"]) == 7
+    assert int(counts["adapt"]) == len(Plan(config).runs) == 7 * 4 * len(config["methods"]) * 5
+
+
+def test_medical_preset_plans_both_medical_tasks_on_the_x_rays(tmp_path):
+    """config/medical.yaml: a cross-domain task (clothing -> X-rays) and a rare-class task (normal X-rays of the
+    train split -> pneumonia), every method, three seeds; the DAG is complete."""
+    config = load_config(REPO / "config" / "medical.yaml")
+    tasks = config["tasks"]
+    assert tasks["fashion_to_xray"]["kind"] == "cross-domain" and tasks["fashion_to_xray"]["target"] == {"dataset": "pneumonia"}
+    assert config["sources"]["xray_normal"] == {"dataset": "pneumonia", "classes": ["normal"], "where": {"split": "train"}}
+    assert tasks["xray_normal_to_pneumonia"]["target"] == {"dataset": "pneumonia", "classes": ["pneumonia"]}
+    result = snakemake(tmp_path, REPO / "config" / "medical.yaml", "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
+    assert int(counts["adapt"]) == len(Plan(config).runs) == 2 * len(config["seeds"]) * len(Plan(config).methods)
 
 
 def test_string_number_in_config_names_the_key(tmp_path):
