@@ -240,6 +240,12 @@ def encoder_training_set(
     for offset, name in enumerate(sorted(datasets)):
         dataset = datasets[name]
         free = np.setdiff1d(np.arange(len(dataset.labels)), np.fromiter(reserved[name], dtype=np.int64))
+        if len(free) == 0:  # the metrics would judge this domain in a feature space that never saw it
+            raise BenchmarkError(
+                f"Dataset '{name}' leaves the domain encoder no image: the tasks hold out every one of its {len(dataset.labels)} images "
+                "(reference, validation and shot pool). Set a smaller `reference_size` on a task that targets it, so that "
+                "some of its images train the encoder."
+            )
         rng = np.random.default_rng([seed, offset])
         chosen = np.sort(rng.choice(free, size=min(max_per_dataset, len(free)), replace=False))
         images.append(dataset.images[chosen])

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from benchmark.data import data_sources, prepare_dataset
+from benchmark.encoder import encoder_training_set
 from benchmark.errors import BenchmarkError
-from benchmark.splits import select_indices
+from benchmark.splits import build_source_manifest, build_task_manifest, select_indices
 from conftest import SHARED, assert_uint8_nchw
 
 PNEUMONIA = SHARED / "medmnist" / "pneumoniamnist.npz"
@@ -84,3 +85,19 @@ def test_bad_files_are_refused_with_one_clear_error(tmp_path):
         prepare_dataset("x", "medmnist", {"root": str(tmp_path), "flag": "short", "class_names": ["only"]}, 28, 1)
     with pytest.raises(BenchmarkError, match="missing.npz"):
         prepare_dataset("x", "medmnist", {"root": str(tmp_path), "flag": "missing"}, 28, 1)
+
+
+def test_the_domain_encoder_refuses_a_target_domain_whose_every_image_is_held_out(tmp_path, digits):
+    """A task that holds out a whole dataset (reference = all the rest) would leave the encoder, the metrics'
+    feature space, without one image of that domain: one clear error names the dataset and the fix. With a
+    reference_size that leaves images over, they train the encoder."""
+    write_npz(tmp_path, "toymnist")
+    xrays = prepare_dataset("toy", "medmnist", {"root": str(tmp_path), "flag": "toymnist"}, 28, 1)
+    source = build_source_manifest("low", {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, digits, 0)
+    spec = {"kind": "cross-domain", "source": "low", "target": {"dataset": "toy"}, "validation_size": 3, "shot_pool_size": 5}
+    everything = build_task_manifest("all_held_out", spec, source, digits, xrays, [2], 1, 0)
+    with pytest.raises(BenchmarkError, match=r"Dataset 'toy' leaves the domain encoder no image: the tasks hold out every one of its 13 images"):
+        encoder_training_set([everything], {"digits": digits, "toy": xrays}, 1000, 0)
+    some_left = build_task_manifest("some_left", {**spec, "reference_size": 3}, source, digits, xrays, [2], 1, 0)
+    _, _, _, provenance = encoder_training_set([some_left], {"digits": digits, "toy": xrays}, 1000, 0)
+    assert provenance["datasets"]["toy"]["num_images"] == 13 - 3 - 5 - 3
