@@ -121,17 +121,18 @@ class AdaptationContext:
         return self.models_from("source_checkpoint")
 
     def models_from(self, artefact: str) -> GANModels:
-        path = self.artefacts.get(artefact)
-        if path is None:
-            raise BenchmarkError(f"This method needs the {artefact}, but none was given (declare it in `requires`).")
+        path = self.artefact_path(artefact)
         return models_from_checkpoint(load_checkpoint(path, self.device), path, self.arch, self.device)
 
     def tensors_from(self, artefact: str) -> dict[str, torch.Tensor]:
         """The tensors of a plugin artefact (`Artefact`), on the run's device."""
+        return {name: tensor.to(self.device) for name, tensor in load_tensors(self.artefact_path(artefact)).items()}
+
+    def artefact_path(self, artefact: str) -> Path:
         path = self.artefacts.get(artefact)
         if path is None:
             raise BenchmarkError(f"This method needs the {artefact}, but none was given (declare it in `requires`).")
-        return {name: tensor.to(self.device) for name, tensor in load_tensors(path).items()}
+        return path
 
 
 class Method(TrainingHooks):
