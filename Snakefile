@@ -27,3 +27,10 @@ rule all:
     input:
         rules.table.output[0],
     default_target: True
+
+
+# Every dataset the config reads, prepared, its files fetched first where missing (README, Quickstart: Data). On a
+# cluster whose compute nodes have no network, run `snakemake --cores 1 data` on the login node first.
+rule data:
+    input:
+        [layout.DATASET.fill(dataset=dataset) for dataset in PLAN.datasets_used()],

@@ -225,10 +225,17 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return validate_config(read_config_file(path))
 
 
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"  # the shared data folder beside the checkout, where one exists
+FETCHED_DATA = REPO_ROOT / "data"  # where official files are fetched to when no data folder is given (git-ignored)
+
+
 def data_root(config: dict[str, Any]) -> Path:
-    """Where shared data lives: config `data_root`, else $GANBENCH_DATA_ROOT, else ../shared/data beside the checkout."""
+    """Where the datasets' files live: config `data_root`, else $GANBENCH_DATA_ROOT, else ../shared/data beside the
+    checkout when that folder exists, else `data/` in the checkout, which the sources fill from the official hosts."""
     value = config.get("data_root") or os.environ.get("GANBENCH_DATA_ROOT")
-    return Path(value).expanduser() if value else REPO_ROOT.parent / "shared" / "data"
+    if value:
+        return Path(value).expanduser()
+    return SHARED_DATA if SHARED_DATA.is_dir() else FETCHED_DATA
 
 
 def dataset_options(config: dict[str, Any], dataset: str) -> dict[str, Any]:

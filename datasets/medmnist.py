@@ -9,7 +9,11 @@ Class names come from the `class_names` option, else from the table below for th
 
 Refused with one clear error: a file lacking any of the six arrays (naming the missing ones), and a multi-label
 file (labels with more than one column, e.g. ChestMNIST's 14 findings), which a class-conditional benchmark
-would misread. The `medmnist` package cannot be used here: it only downloads.
+would misread.
+
+A missing file of a single-label 2D dataset at 28 px (the table below) is fetched into `root` from the official
+host, Zenodo's MedMNIST v2 record, and checked against the MD5 that the `medmnist` package publishes for it, unless
+the option `fetch` is false. The `medmnist` package itself is not used: it needs the network for every load.
 """
 
 from __future__ import annotations
@@ -20,25 +24,75 @@ import numpy as np
 
 from benchmark.data import DataSource, RawDataset, expand_path, require_files
 from benchmark.errors import BenchmarkError
+from benchmark.fetch import RemoteFile, ensure_files
 
 SPLITS = ("train", "val", "test")
 KEYS = tuple(f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels"))
-# Label tables of MedMNIST files, by file name without `.npz` (MedMNIST's `flag`), from its INFO table.
-CLASS_NAMES = {"pneumoniamnist": ["normal", "pneumonia"]}
+ZENODO_RECORD = "https://zenodo.org/records/10519652/files/"  # MedMNIST v2's files, as the medmnist package 3.0 fetches them
+# The single-label 2D files at 28 px, by file name without `.npz` (MedMNIST's `flag`): the MD5 and label table that
+# the medmnist package's INFO publishes. ChestMNIST is multi-label and left out (the reader refuses it).
+PUBLISHED_MD5 = {
+    "pathmnist": "a8b06965200029087d5bd730944a56c1",
+    "dermamnist": "0744692d530f8e62ec473284d019b0c7",
+    "octmnist": "c68d92d5b585d8d81f7112f81e2d0842",
+    "pneumoniamnist": "28209eda62fecd6e6a2d98b1501bb15f",
+    "retinamnist": "bd4c0672f1bba3e3a89f0e4e876791e4",
+    "breastmnist": "750601b1f35ba3300ea97c75c52ff8f6",
+    "bloodmnist": "7053d0359d879ad8a5505303e11de1dc",
+    "tissuemnist": "ebe78ee8b05294063de985d821c1c34b",
+    "organamnist": "68e3f8846a6bd62f0c9bf841c0d9eacc",
+    "organcmnist": "b9ceb9546e10131b32923c5bbeaea2b1",
+    "organsmnist": "9ab87b696fb54e2a387ebe992d6ed5f1",
+}
+ORGANS = ["bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver", "lung-left", "lung-right"]
+ORGANS += ["pancreas", "spleen"]
+CLASS_NAMES = {
+    "pathmnist": [
+        "adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa",
+        "cancer-associated stroma", "colorectal adenocarcinoma epithelium",
+    ],
+    "dermamnist": [
+        "actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma", "benign keratosis-like lesions",
+        "dermatofibroma", "melanoma", "melanocytic nevi", "vascular lesions",
+    ],
+    "octmnist": ["choroidal neovascularization", "diabetic macular edema", "drusen", "normal"],
+    "pneumoniamnist": ["normal", "pneumonia"],
+    "retinamnist": ["0", "1", "2", "3", "4"],
+    "breastmnist": ["malignant", "normal, benign"],
+    "bloodmnist": [
+        "basophil", "eosinophil", "erythroblast",
+        "immature granulocytes(myelocytes, metamyelocytes and promyelocytes)", "lymphocyte", "monocyte", "neutrophil",
+        "platelet",
+    ],
+    "tissuemnist": [
+        "Collecting Duct, Connecting Tubule", "Distal Convoluted Tubule", "Glomerular endothelial cells",
+        "Interstitial endothelial cells", "Leukocytes", "Podocytes", "Proximal Tubule Segments", "Thick Ascending Limb",
+    ],
+    "organamnist": ORGANS,
+    "organcmnist": ORGANS,
+    "organsmnist": ORGANS,
+}  # fmt: skip
+
+
+def remote_file(flag: str) -> RemoteFile:
+    return RemoteFile(f"{flag}.npz", (f"{ZENODO_RECORD}{flag}.npz?download=1",), PUBLISHED_MD5[flag], "medmnist")
 
 
 class MedMNIST(DataSource):
     name = "medmnist"
     description = "a MedMNIST v2 2D npz (e.g. PneumoniaMNIST), its official train/val/test split as the attribute `split`"
-    option_names = ("root", "flag", "class_names")
+    option_names = ("root", "flag", "class_names", "fetch")
 
     def load(self) -> RawDataset:
         flag = self.option("flag")
         path = expand_path(self.option("root")) / f"{flag}.npz"
+        if self.options.get("fetch", True) and flag in PUBLISHED_MD5:
+            [path] = ensure_files([remote_file(flag)], path.parent, "MedMNIST")
         require_files(
             [path],
             "MedMNIST",
-            f"Point the dataset's `root` option (or GANBENCH_DATA_ROOT) at the folder holding {flag}.npz (the shared data folder's medmnist/).",
+            f"Point the dataset's `root` option (or GANBENCH_DATA_ROOT) at the folder holding {flag}.npz (the shared data folder's "
+            f"medmnist/); the files named in datasets/medmnist.py are fetched from Zenodo unless `fetch: false`.",
         )
         try:
             with np.load(path, allow_pickle=False) as archive:

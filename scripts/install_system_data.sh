@@ -10,5 +10,6 @@ if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
 else
   echo "[setup] Fashion-MNIST is not installed and this user cannot apt-get install it." >&2
-  echo "        Run as root: apt-get install -y dataset-fashion-mnist (or point the dataset's root option elsewhere)." >&2
+  echo "        Run as root: apt-get install -y dataset-fashion-mnist; otherwise the benchmark fetches the official" >&2
+  echo "        files into its data folder on first use (README, Quickstart: Data)." >&2
 fi

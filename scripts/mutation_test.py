@@ -72,6 +72,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "methods/scratch.py": ("tests/test_method_defaults.py",),
     "methods/reptile.py": META_TESTS,
     "methods/maml_gan.py": META_TESTS,
+    "benchmark/fetch.py": ("tests/test_fetch.py",),
+    "datasets/medmnist.py": ("tests/test_medmnist.py", "tests/test_fetch.py"),
     "methods/minegan.py": ("tests/test_added_networks.py",),
     "methods/cdc.py": ("tests/test_added_networks.py",),
     "methods/adafm.py": ("tests/test_added_networks.py",),

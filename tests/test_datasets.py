@@ -88,7 +88,8 @@ def test_prepared_round_trip_and_corruption_check(tmp_path, digits):
 @pytest.mark.parametrize(
     ("source", "options", "expected"),
     [
-        ("omniglot", {"root": "/nonexistent/omniglot"}, "images_background.npz"),
+        ("omniglot", {"root": "/nonexistent/omniglot"}, "images_background.zip"),  # auto: the official zips (or the npz)
+        ("omniglot", {"root": "/nonexistent/omniglot", "layout": "npz"}, "images_background.npz"),
         ("mnist_idx", {"root": "/nonexistent/mnist"}, "t10k-images-idx3-ubyte.gz"),
         ("fashion_mnist", {"root": "/nonexistent/fashion"}, "apt-get install -y dataset-fashion-mnist"),
         ("image_folder", {"root": "/nonexistent/images"}, "does not exist"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -23,10 +24,11 @@ from conftest import REPO, run_cli
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def snakemake(workdir: Path, configfile: Path, *extra: str) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, configfile: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*SNAKEMAKE, "--cores", "2", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(configfile), *extra],
-        capture_output=True, text=True, cwd=REPO,
+        # `extra` before --configfile, which would take a target after it for a second config file
+        [*SNAKEMAKE, "--cores", "2", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *extra, "--configfile", str(configfile)],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, **(env or {})},
     )  # fmt: skip
 
 
