@@ -120,7 +120,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
 def cmd_table(args: argparse.Namespace) -> None:
     from benchmark.stages.table import table
 
-    table(args.input, output=args.output)
+    table(args.input, output=args.output, oracle_draws=args.oracle_draws)
 
 
 def cmd_methods(args: argparse.Namespace) -> None:
@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = add("table", cmd_table, "render the Markdown results table from the CSV")
     c.add_argument("--input", type=Path, required=True)
     c.add_argument("--output", type=Path, required=True)
+    c.add_argument("--oracle-draws", action="store_true", help="also select hyperparameter draws on the reference set (labelled)")
     add("methods", cmd_methods, "list the registered methods")
     return parser
 

@@ -38,8 +38,8 @@ DATASET_KEY = PathTemplate("{dataset}")
 SOURCE_KEY = PathTemplate("{source}")
 TASK_KEY = PathTemplate("{task}")
 PRETRAIN_KEY = PathTemplate("{source}/seed{seed}")
-META_TRAIN_KEY = PathTemplate("{source}/{method}/seed{seed}")
-RUN_KEY = PathTemplate("{task}/k{shots}/{method}/seed{seed}")
+META_TRAIN_KEY = PathTemplate("{source}/{method}/h{draw}/seed{seed}")  # h: the hyperparameter draw (benchmark.sweep)
+RUN_KEY = PathTemplate("{task}/k{shots}/{method}/h{draw}/seed{seed}")
 
 # Stage outputs.
 DATASET = RESULTS / f"data/{DATASET_KEY}.npz"  # the prepared images; their metadata lies beside them
@@ -125,7 +125,8 @@ class StageFolder:
 
 
 # Artefacts a method can require (`Method.requires`): the file that provides each, with fields a run fills in
-# (`source`: its task's source, `seed`: its pretraining seed, `method`: its base method, without variant suffixes).
+# (`source`: its task's source, `seed`: its pretraining seed, `method`: its base method, without variant suffixes,
+# `draw`: its hyperparameter draw).
 ARTEFACTS: dict[str, PathTemplate] = {
     "source_checkpoint": PRETRAIN / StageFolder.CHECKPOINT,
     "meta_checkpoint": META_TRAIN / StageFolder.CHECKPOINT,
@@ -135,9 +136,9 @@ PLUGIN_ARTEFACT_KEY = PathTemplate("{artefact}/{source}/seed{seed}")
 PLUGIN_ARTEFACT = RESULTS / f"artefacts/{PLUGIN_ARTEFACT_KEY}.safetensors"
 
 
-def artefact_file(name: str, source: str, seed: int, method: str) -> str:
-    """The file that provides artefact `name` to a run (or a meta-training) of `method` on `source`'s pretraining
-    seed `seed`: a stage's output for the built-in artefacts, else a plugin artefact's file."""
+def artefact_file(name: str, source: str, seed: int, method: str, draw: int = 0) -> str:
+    """The file that provides artefact `name` to a run (or a meta-training) of `method`'s hyperparameter draw `draw`
+    on `source`'s pretraining seed `seed`: a stage's output for the built-in artefacts, else a plugin artefact's file."""
     if name in ARTEFACTS:
-        return ARTEFACTS[name].fill(source=source, seed=seed, method=method)
+        return ARTEFACTS[name].fill(source=source, seed=seed, method=method, draw=draw)
     return PLUGIN_ARTEFACT.fill(artefact=name, source=source, seed=seed)

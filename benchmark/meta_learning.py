@@ -99,7 +99,7 @@ class MetaMethod(Method):
         "meta_iterations": Hyperparameter(default=300, minimum=1, search=(100, 20000), log_scale=True),
         "meta_batch_size": Hyperparameter(default=4, minimum=1, search=(1, 16), help="tasks per outer update"),
         "outer_lr": Hyperparameter(default=1e-4, search=(1e-5, 1e-3), log_scale=True),
-        "loss": Hyperparameter(default="nonsaturating", search=LOSSES),
+        "loss": Hyperparameter(default="nonsaturating", search=LOSSES, swept=False, help="must be the adaptation loss"),
         "init": Hyperparameter(
             default="random", search=("random", "source"), help="meta-train from a seeded random initialisation or from the source pretraining"
         ),

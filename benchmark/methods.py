@@ -49,6 +49,9 @@ class Hyperparameter:
     log_scale: bool = False
     help: str = ""
     minimum: float = 0  # smallest value that means something (1 for counts)
+    # False: a setting that must agree with one outside the method (a meta-learner's loss with the adaptation
+    # loss), so sweeps keep it at its default or configured value instead of drawing it.
+    swept: bool = True
 
     def search_problem(self) -> str | None:
         """Why a numeric search range is not one a sweep could draw from, or None (`Method` checks it on definition)."""

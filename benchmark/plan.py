@@ -15,6 +15,7 @@ from typing import Any
 from benchmark import layout
 from benchmark.config import dataset_options
 from benchmark.errors import BenchmarkError
+from benchmark.hashing import canonical_json
 from benchmark.methods import get_artefact, get_method, methods, split_variant
 from benchmark.settings import (
     AdaptationRun,
@@ -29,23 +30,52 @@ from benchmark.settings import (
     SplitSourceSettings,
     SplitTaskSettings,
 )
+from benchmark.sweep import draw_hparams
 from benchmark.training import TrainSettings
 
 
 def method_names(config: dict[str, Any]) -> list[str]:
-    """The methods (and variants) the config runs; unknown names and bad hyperparameters fail here, before any job."""
+    """The methods (and variants) the config runs; unknown names and bad hyperparameters (of every draw) fail here,
+    before any job."""
     names = sorted(methods()) if config["methods"] == "all" else list(config["methods"])
     for name in names:
-        get_method(name)(**method_hparams(config, name))
+        for draw in draws(config):
+            get_method(name)(**method_hparams(config, name, draw))
     return names
 
 
-def method_hparams(config: dict[str, Any], method: str) -> dict[str, Any]:
-    """Hyperparameters of a method or variant: "freeze_d+diffaug" takes freeze_d's, then its own entries.
+def draws(config: dict[str, Any]) -> range:
+    """The hyperparameter draws of a sweep: 0 (the defaults) and the random ones."""
+    return range(config["sweep"]["n_hparams"] + 1)
+
+
+def distinct_draws(config: dict[str, Any], method: str) -> list[int]:
+    """The draws a method runs: those whose settings no earlier draw had. A method with nothing to sweep (scratch,
+    finetune) runs draw 0 only; a small discrete range (freeze_d's 1 or 2 blocks) runs each setting once."""
+    seen: set[str] = set()
+    kept = []
+    for draw in draws(config):
+        settings = canonical_json(method_hparams(config, method, draw))
+        if settings not in seen:
+            seen.add(settings)
+            kept.append(draw)
+    return kept
+
+
+def method_hparams(config: dict[str, Any], method: str, draw: int = 0) -> dict[str, Any]:
+    """Hyperparameters of draw `draw` of a method or variant (`benchmark.sweep`). The configured ones: "freeze_d+diffaug"
+    takes freeze_d's entries, then its own.
 
     A variant of a meta-learner adapts from its base method's meta-training, so it may not set hyperparameters
     of its own (they would apply to adaptation only, unlike what its record would claim).
     """
+    sweep = config["sweep"]
+    hold = {*sweep["hold"].get(split_variant(method)[0], []), *sweep["hold"].get(method, [])}
+    return draw_hparams(method, configured_hparams(config, method), draw, sweep["seed"], hold)
+
+
+def configured_hparams(config: dict[str, Any], method: str) -> dict[str, Any]:
+    """The hyperparameters the config sets for a method or variant (held fixed in every draw)."""
     table = config["adapt"]["method_hparams"]
     base, _ = split_variant(method)
     if method != base and table.get(method) and "meta_checkpoint" in get_method(base).requires:
@@ -68,22 +98,28 @@ class Plan:
                 raise BenchmarkError(f"Config section '{stage}.train': {error}") from error
         self.methods = method_names(config)
         self.runs = [
-            self.run(task, shots, method, seed)
+            self.run(task, shots, method, seed, draw)
             for task in config["tasks"]
             for shots in config["shots"]
             for method in self.methods
+            for draw in distinct_draws(config, method)
             for seed in config["seeds"]
         ]
 
     # ---- which jobs ------------------------------------------------------------------------------------------
 
-    def run(self, task: str, shots: int, method: str, seed: int) -> AdaptationRun:
+    def run(self, task: str, shots: int, method: str, seed: int, draw: int = 0) -> AdaptationRun:
         seeds = self.config["seeds"]
         if seed not in seeds:
             raise BenchmarkError(f"Seed {seed} is not in the config's `seeds` {seeds}.")
+        if draw not in draws(self.config):
+            raise BenchmarkError(f"Hyperparameter draw {draw} is not in the config's sweep (draws 0..{self.config['sweep']['n_hparams']}).")
+        if draw not in distinct_draws(self.config, method):
+            raise BenchmarkError(f"Hyperparameter draw {draw} of {method} repeats the settings of an earlier draw, so it is not run.")
         index = seeds.index(seed)
         pretrain_seeds = self.config["pretrain"]["seeds"]
-        return AdaptationRun(task, shots, method, seed, index % self.config["split_draws"], pretrain_seeds[index % len(pretrain_seeds)])
+        split_draw, pretrain_seed = index % self.config["split_draws"], pretrain_seeds[index % len(pretrain_seeds)]
+        return AdaptationRun(task, shots, method, seed, split_draw, pretrain_seed, draw)
 
     def datasets_used(self) -> list[str]:
         config = self.config
@@ -106,13 +142,14 @@ class Plan:
     def artefacts(self, run: AdaptationRun) -> dict[str, str]:
         """The files that provide the artefacts a run's method requires (`Method.requires`), built-in or a plugin's."""
         source, method = self.config["tasks"][run.task]["source"], split_variant(run.method)[0]
-        return {name: layout.artefact_file(name, source, run.pretrain_seed, method) for name in get_method(run.method).requires}
+        requires = get_method(run.method).requires
+        return {name: layout.artefact_file(name, source, run.pretrain_seed, method, run.draw) for name in requires}
 
-    def meta_artefacts(self, source: str, method: str, seed: int) -> dict[str, str]:
+    def meta_artefacts(self, source: str, method: str, seed: int, draw: int) -> dict[str, str]:
         """The files a meta-learner's meta-training reads (`MetaMethod.meta_requires`: the source checkpoint when it
         starts from the source pretraining)."""
-        learner = get_method(method)(**method_hparams(self.config, method))
-        return {name: layout.artefact_file(name, source, seed, method) for name in learner.meta_requires}
+        learner = get_method(method)(**method_hparams(self.config, method, draw))
+        return {name: layout.artefact_file(name, source, seed, method, draw) for name in learner.meta_requires}
 
     def plugin_artefact_inputs(self, artefact: str, source: str, seed: int) -> dict[str, str]:
         """The built-in artefacts a plugin artefact is built from, for one source and pretraining seed."""
@@ -146,9 +183,9 @@ class Plan:
         config = self.config
         return PretrainSettings(config["architecture"], config["pretrain"]["train"], seed, config["device"])
 
-    def meta_train(self, method: str, seed: int) -> MetaTrainSettings:
+    def meta_train(self, method: str, seed: int, draw: int) -> MetaTrainSettings:
         config = self.config
-        return MetaTrainSettings(method, method_hparams(config, method), config["architecture"], seed, config["device"])
+        return MetaTrainSettings(method, method_hparams(config, method, draw), config["architecture"], seed, config["device"])
 
     def build_artefact(self, artefact: str, seed: int) -> BuildArtefactSettings:
         config = self.config
@@ -157,7 +194,12 @@ class Plan:
     def adapt(self, run: AdaptationRun) -> AdaptSettings:
         config = self.config
         return AdaptSettings(
-            run, method_hparams(config, run.method), config["architecture"], config["adapt"]["train"], config["evaluation"], config["device"]
+            run,
+            method_hparams(config, run.method, run.draw),
+            config["architecture"],
+            config["adapt"]["train"],
+            config["evaluation"],
+            config["device"],
         )
 
     def evaluate(self) -> EvaluateSettings:

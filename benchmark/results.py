@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.errors import BenchmarkError
-from benchmark.selection import CHECKPOINTS, CURVE
+from benchmark.hparam_selection import CELL, DEFAULTS, LEAVE_ONE_TASK_OUT, ORACLE_DRAW, TARGET_VALIDATION, select_draws
+from benchmark.selection import CHECKPOINTS, CURVE, FINAL, SELECTED
 from benchmark.settings import RUN_FIELDS
 
 # What a summary row is about: a table cell is the seeds of one group.
@@ -165,9 +166,17 @@ def _divergences(frame: pd.DataFrame) -> list[str]:
     return [f'Diverged runs (no scores; shown as "diverged", left out of means and ranking): {"; ".join(runs)}.', ""]
 
 
-def render_markdown(frame: pd.DataFrame) -> str:
+def render_markdown(frame: pd.DataFrame, oracle_draws: bool = False) -> str:
+    """The results report. With a sweep (more than one hyperparameter draw), a section per task compares the
+    methods under every selection rule (`benchmark.hparam_selection`), and the detailed tables show each method at
+    its target-validation draw; `oracle_draws` adds the oracle rule."""
     if frame.empty:
         raise BenchmarkError("No results to tabulate: the results CSV has no rows. Run the benchmark first.")
+    frame = frame.assign(draw=frame["draw"].fillna(0).astype(int) if "draw" in frame else 0)  # CSVs from before sweeps
+    sweep = frame["draw"].nunique() > 1
+    sweep_lines = sweep_report(frame, oracle_draws) if sweep else []
+    if sweep:
+        frame = at_selected_draws(frame, TARGET_VALIDATION)
     # Sample sizes are text ("5000", or "5000/4000" when seeds differ). Read back from the CSV, a column with a
     # diverged run (no sizes) is float: "5000.0" would be printed without the int().
     frame = frame.assign(**{column: frame[column].map(_count_text) for column in ("n_real", "n_fake")})
@@ -175,8 +184,15 @@ def render_markdown(frame: pd.DataFrame) -> str:
     if frame.empty:
         raise BenchmarkError("No results to tabulate: the results CSV holds only adaptation curves. Rerun the evaluations.")
     summary = summary_table(frame)
+    hyperparameters = (
+        f"each method at the draw that the *{TARGET_VALIDATION}* rule selects for the table's checkpoint (see the sweep section)"
+        if sweep
+        else "each method's defaults (draw 0, with the config's adapt.method_hparams); no sweep"
+    )
     lines = [
         "# Results",
+        "",
+        f"Hyperparameters: {hyperparameters}.",
         "",
         "Mean +/- sample standard deviation over seeds (each seed: its own split draw of the K shots and its own",
         "training seed); n = number of seeds that completed (a diverged seed is counted apart and never enters a",
@@ -197,6 +213,7 @@ def render_markdown(frame: pd.DataFrame) -> str:
         "  short budget, not only after the full one.",
         "",
     ]
+    lines += sweep_lines
     for (task, kind), block in summary.groupby(["task", "task_kind"], sort=True):
         task_rows = frame[frame["task"] == task]
         spaces = ", ".join(sorted(set(task_rows["feature_space"].dropna())))
@@ -211,12 +228,13 @@ def render_markdown(frame: pd.DataFrame) -> str:
             title = f"### Checkpoint: {checkpoint}"
             if checkpoint.startswith("oracle"):
                 title += " (ORACLE: selected on the test set, optimistic)"
+            title += f", hyperparameters: {TARGET_VALIDATION if sweep else DEFAULTS}"
             lines += [title, "", "Fidelity and coverage:", ""] + _metric_table(rows, FIDELITY)
             lines += ["Diversity, mode collapse and memorisation:", ""] + _metric_table(rows, DIVERSITY)
             for shots, headline in rows[rows["metric"] == HEADLINE.metric].groupby("shots", sort=True):
                 lines += [f"K = {shots}, {checkpoint}: {headline_comparison(headline)}", ""]
             lines += transfer_table(rows, checkpoint)
-        lines += curve_table(curve[curve["task"] == task])
+        lines += curve_table(curve[curve["task"] == task], TARGET_VALIDATION if sweep else DEFAULTS)
     return "\n".join(lines)
 
 
@@ -262,13 +280,13 @@ def transfer_table(rows: pd.DataFrame, checkpoint: str) -> list[str]:
     return [*lines, ""]
 
 
-def curve_table(curve: pd.DataFrame) -> list[str]:
+def curve_table(curve: pd.DataFrame, rule: str = DEFAULTS) -> list[str]:
     """Per K: validation KID x 10^3 after each evaluated number of steps, mean +/- std over seeds (n per row);
-    the lowest mean of each column in bold."""
+    the lowest mean of each column in bold. `rule` names how each method's hyperparameter draw was chosen."""
     rows = curve[curve["metric"].eq(HEADLINE.metric) & curve["value"].notna()]
     if rows.empty:
         return []
-    lines = ["### Adaptation curve: validation KID x 10^3 (lower) by adaptation step", ""]
+    lines = [f"### Adaptation curve: validation KID x 10^3 (lower) by adaptation step, hyperparameters: {rule}", ""]
     for shots, block in rows.groupby("shots", sort=True):
         stats = block.groupby(["method", "checkpoint_step"])["value"].agg(["mean", "std", "count"])
         steps = sorted({int(step) for step in block["checkpoint_step"]})
@@ -320,3 +338,96 @@ def _compare(ranked: pd.DataFrame) -> str:
     ratio = difference / standard_error if standard_error > 0 else (float("inf") if difference > 0 else 0.0)
     verdict = "larger than" if ratio > 2 else "within"
     return text + f" = {ratio:.1f} standard errors of the difference, {verdict} 2 (n = {int(best['n'])} and {int(second['n'])} seeds)."
+
+
+# ---- sweeps: methods at the draws each selection rule picks --------------------------------------------------
+
+
+def at_selected_draws(frame: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """The rows of the draw `rule` selects per (task, K, method), separately for each checkpoint; the adaptation
+    curve follows the validation-selected checkpoint's choice."""
+    parts = []
+    for checkpoint in sorted(set(frame["checkpoint"])):
+        selection_checkpoint = SELECTED if checkpoint == CURVE else checkpoint
+        chosen = select_draws(frame, selection_checkpoint, HEADLINE.metric)
+        chosen = chosen[chosen["rule"].eq(rule)][[*CELL, "draw"]]
+        parts.append(frame[frame["checkpoint"].eq(checkpoint)].merge(chosen, on=[*CELL, "draw"], how="inner"))
+    return pd.concat(parts, ignore_index=True)[list(frame.columns)] if parts else frame.iloc[0:0]
+
+
+def sweep_report(frame: pd.DataFrame, oracle_draws: bool) -> list[str]:
+    """Per task, K and checkpoint (final, validation-selected): each method's reference-set headline score at the
+    draw of every rule, with its rank among the methods; then the settings each rule chose."""
+    rules = [DEFAULTS, TARGET_VALIDATION, LEAVE_ONE_TASK_OUT] + ([ORACLE_DRAW] if oracle_draws else [])
+    n_draws = frame["draw"].nunique()
+    lines = [
+        "## Hyperparameter sweep",
+        "",
+        f"{n_draws} draws per method (draw 0: the defaults). Reference-set {HEADLINE.label} (lower) at the draw each rule",
+        "selects, mean +/- std over seeds, with the method's rank under that rule (#1 best); `d` is the draw.",
+        f"- *{DEFAULTS}*: no selection.",
+        f"- *{TARGET_VALIDATION}*: the draw with the best mean validation-split score on this task (spends extra",
+        "  target images: optimistic for a few-shot user).",
+        f"- *{LEAVE_ONE_TASK_OUT}*: the draw with the best mean rank on the other tasks of the same kind, applied",
+        "  unchanged here (what a few-shot user can do); n/a where the task has no other task of its kind.",
+    ]
+    if oracle_draws:
+        lines.append(f"- *{ORACLE_DRAW}*: selected on the reference (test) set itself: ORACLE, optimistic.")
+    lines.append("")
+    settings: list[dict] = []
+    for checkpoint in (FINAL, SELECTED):
+        rows = frame[frame["checkpoint"].eq(checkpoint)]
+        if rows.empty:
+            continue
+        chosen = select_draws(frame, checkpoint, HEADLINE.metric, oracle=oracle_draws)
+        headline = rows[rows["metric"].eq(HEADLINE.metric)]
+        stats = headline.groupby([*CELL, "draw"])["value"].agg(mean="mean", std="std", n="count").reset_index()
+        diverged = headline.assign(bad=headline["value"].isna()).groupby([*CELL, "draw"])["bad"].any().rename("diverged").reset_index()
+        stats = stats.merge(diverged, on=[*CELL, "draw"])
+        for (task, kind, shots), cell_rows in chosen.groupby(["task", "task_kind", "shots"], sort=True):
+            lines += [f"### {task} ({kind}), K = {shots}, checkpoint: {checkpoint}", ""]
+            lines += _rule_table(cell_rows, stats, rules)
+            for _, row in cell_rows[~cell_rows["rule"].eq(DEFAULTS)].iterrows():
+                hparams = rows.loc[rows["method"].eq(row["method"]) & rows["draw"].eq(row["draw"]), "method_hparams"]
+                settings.append({**row.to_dict(), "checkpoint": checkpoint, "settings": hparams.iloc[0] if len(hparams) else "n/a"})
+    lines += _top_hyperparameters(settings)
+    return lines
+
+
+def _rule_table(chosen: pd.DataFrame, stats: pd.DataFrame, rules: list[str]) -> list[str]:
+    methods = sorted(set(chosen["method"]))
+    cells: dict[tuple[str, str], str] = {}
+    for rule in rules:
+        at_rule = chosen[chosen["rule"].eq(rule)].merge(stats, on=[*CELL, "draw"], how="left")
+        ranked = at_rule[~at_rule["diverged"].fillna(True).astype(bool)].sort_values("mean", kind="stable")
+        rank = {method: position + 1 for position, method in enumerate(ranked["method"])}
+        for _, row in at_rule.iterrows():
+            if row["diverged"] is True or pd.isna(row["mean"]):
+                text = "diverged"
+            else:
+                text = _number(row["mean"] * HEADLINE.scale)
+                text += "" if pd.isna(row["std"]) else f" +/- {_number(row['std'] * HEADLINE.scale)}"
+                text += f" (#{rank[row['method']]})"
+            cells[(row["method"], rule)] = f"d{int(row['draw'])}: {text}"
+    lines = ["| method | " + " | ".join(rules) + " |", "|" + "---|" * (len(rules) + 1)]
+    for method in methods:
+        lines.append(f"| {method} | " + " | ".join(cells.get((method, rule), "n/a") for rule in rules) + " |")
+    return [*lines, ""]
+
+
+def _top_hyperparameters(settings: list[dict]) -> list[str]:
+    """Per method and rule, the settings chosen (for each task, K and checkpoint where they were chosen)."""
+    if not settings:
+        return []
+    table = pd.DataFrame(settings).sort_values(["method", "rule", "checkpoint", "task", "shots", "draw"], kind="stable")
+    lines = [
+        "### Top hyperparameters: the settings each rule chose",
+        "",
+        "| method | rule | checkpoint | task | K | draw | settings |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, row in table.iterrows():
+        lines.append(
+            f"| {row['method']} | {row['rule']} | {row['checkpoint']} | {row['task']} | {row['shots']} | {int(row['draw'])} | `{row['settings']}` |"
+        )
+    return [*lines, ""]

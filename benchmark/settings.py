@@ -28,6 +28,7 @@ class AdaptationRun:
     seed: int
     split_draw: int  # which draw of K shots from the task's shot pool
     pretrain_seed: int  # which source pretraining (or meta-training) it starts from
+    draw: int  # which hyperparameter draw of its method (benchmark.sweep; 0: the defaults)
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():

@@ -38,6 +38,7 @@ wildcard_constraints:
     artefact=r"[A-Za-z0-9_\-]+",
     shots=r"\d+",
     seed=r"\d+",
+    draw=r"\d+",
 
 
 def as_arg(settings):
@@ -46,7 +47,7 @@ def as_arg(settings):
 
 
 def run_of(wildcards):
-    return PLAN.run(wildcards.task, int(wildcards.shots), wildcards.method, int(wildcards.seed))
+    return PLAN.run(wildcards.task, int(wildcards.shots), wildcards.method, int(wildcards.seed), int(wildcards.draw))
 
 
 def adapt_inputs(wildcards):
@@ -63,7 +64,7 @@ def meta_train_inputs(wildcards):
     return {
         "manifest": layout.META_SPLIT.fill(source=wildcards.source),
         "dataset": PLAN.source_dataset(wildcards.source),
-        **PLAN.meta_artefacts(wildcards.source, wildcards.method, int(wildcards.seed)),
+        **PLAN.meta_artefacts(wildcards.source, wildcards.method, int(wildcards.seed), int(wildcards.draw)),
     }
 
 

@@ -39,7 +39,9 @@ rule table:
         rules.collect.output[0],
     output:
         layout.RESULTS_TABLE,
+    params:
+        oracle="--oracle-draws" if config["sweep"]["oracle"] else "",
     log:
         layout.log("table"),
     shell:
-        "ganbench table --input {input} --output {output} 2>&1 | tee {log}"
+        "ganbench table --input {input} --output {output} {params.oracle} 2>&1 | tee {log}"

@@ -27,8 +27,10 @@ rule meta_train:
         checkpoint=layout.META_TRAIN / layout.StageFolder.CHECKPOINT,
         config=layout.META_TRAIN / layout.StageFolder.CONFIG,
     params:
-        settings=lambda w: as_arg(PLAN.meta_train(w.method, int(w.seed))),
-        artefacts=lambda w: " ".join(f"--artefact {name}={path}" for name, path in PLAN.meta_artefacts(w.source, w.method, int(w.seed)).items()),
+        settings=lambda w: as_arg(PLAN.meta_train(w.method, int(w.seed), int(w.draw))),
+        artefacts=lambda w: " ".join(
+            f"--artefact {name}={path}" for name, path in PLAN.meta_artefacts(w.source, w.method, int(w.seed), int(w.draw)).items()
+        ),
     threads: 1
     resources:
         mem_mb=4000,

@@ -142,7 +142,7 @@ TINY_DIGIT_ARCH = Architecture.from_config(TINY_ARCH, image_size=28, channels=1)
 def adapt_settings(method: str = "finetune", steps: int = 5, **changes) -> dict:
     """Settings of a short `ganbench adapt` run on the `task_files` task; `changes` replace top-level keys."""
     settings = {
-        "run": {"task": "digits_high", "shots": 5, "method": method, "seed": 0, "split_draw": 0, "pretrain_seed": 0},
+        "run": {"task": "digits_high", "shots": 5, "method": method, "seed": 0, "split_draw": 0, "pretrain_seed": 0, "draw": 0},
         "method_hparams": {}, "architecture": TINY_ARCH, "train": {"steps": steps, "batch_size": 8}, "device": "cpu",
         "evaluation": {"num_generated": 60, "validation_num_generated": 20, "kid_subset_size": 10, "kid_subsets": 2, "seed": 0},
     }  # fmt: skip

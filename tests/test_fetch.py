@@ -48,6 +48,7 @@ class Mirror:
     files: dict[str, bytes] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
     truncated: set[str] = field(default_factory=set)
+    unannounced: set[str] = field(default_factory=set)  # served without Content-Length (the body ends at close)
 
     def serve(self, collection: str, path: Path, body: bytes | None = None) -> None:
         self.files[f"/{collection}/{path.name}"] = path.read_bytes() if body is None else body
@@ -62,7 +63,8 @@ def serving_handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 self.send_error(404)
                 return
             self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
+            if self.path not in mirror.unannounced:
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             # A truncated body announces its full length, then the connection closes half-way.
             self.wfile.write(body[: len(body) // 2] if self.path in mirror.truncated else body)
@@ -118,6 +120,15 @@ def test_mnist_is_fetched_once_verified_and_equal_to_the_shared_copy(mirror, tmp
 
     prepare_dataset("mnist", "mnist_idx", {"root": str(folder)}, 28, 1)  # once: present files are not fetched again
     assert len(mirror.requests) == 2
+
+
+@needs_pneumonia
+def test_a_download_of_unannounced_size_is_read_to_its_end_and_verified(mirror, tmp_path, caplog):
+    mirror.serve("medmnist", PNEUMONIA)
+    mirror.unannounced.add("/medmnist/pneumoniamnist.npz")
+    with caplog.at_level(logging.INFO, logger="benchmark.fetch"):
+        [path] = ensure_files([source_module("medmnist").remote_file("pneumoniamnist")], tmp_path, "MedMNIST")
+    assert path.read_bytes() == PNEUMONIA.read_bytes() and "size not announced" in caplog.text
 
 
 @needs_pneumonia

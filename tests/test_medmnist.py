@@ -85,6 +85,23 @@ def test_bad_files_are_refused_with_one_clear_error(tmp_path):
         prepare_dataset("x", "medmnist", {"root": str(tmp_path), "flag": "short", "class_names": ["only"]}, 28, 1)
     with pytest.raises(BenchmarkError, match="missing.npz"):
         prepare_dataset("x", "medmnist", {"root": str(tmp_path), "flag": "missing"}, 28, 1)
+    # A known file with fetching off is looked for, not fetched (GANBENCH_OFFLINE would give another message).
+    with pytest.raises(BenchmarkError, match=r"MedMNIST: missing .*octmnist.npz.*fetched from Zenodo unless `fetch: false`"):
+        prepare_dataset("x", "medmnist", {"root": str(tmp_path), "flag": "octmnist", "fetch": False}, 28, 1)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [((6, 28, 28, 4), np.uint8), ((6, 784), np.uint8), ((6, 28, 28, 3, 1), np.uint8), ((6, 28, 28), np.float32)],
+    ids=["four-channels", "flat", "five-dims", "float"],
+)
+def test_images_of_another_shape_or_type_are_refused(tmp_path, shape, dtype):
+    path = write_npz(tmp_path, "odd")
+    arrays = dict(np.load(path))
+    arrays["val_images"] = np.zeros(shape, dtype=dtype)
+    np.savez(path, **arrays)
+    with pytest.raises(BenchmarkError, match=r"val_images has shape .* a MedMNIST 2D file holds uint8 N x H x W"):
+        prepare_dataset("x", "medmnist", {"root": str(tmp_path), "flag": "odd"}, 28, 1)
 
 
 def test_the_domain_encoder_refuses_a_target_domain_whose_every_image_is_held_out(tmp_path, digits):

@@ -189,9 +189,9 @@ def test_the_plan_wires_the_source_checkpoint_into_meta_training_only_from_the_s
 
     config = validate_config(yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text()))
     plan = Plan(config)
-    assert plan.meta_artefacts("fashion_mnist", "maml_gan", 0) == {"source_checkpoint": "results/pretrain/fashion_mnist/seed0/checkpoint.pt"}
+    assert plan.meta_artefacts("fashion_mnist", "maml_gan", 0, 0) == {"source_checkpoint": "results/pretrain/fashion_mnist/seed0/checkpoint.pt"}
     config["adapt"]["method_hparams"]["reptile"]["init"] = "random"
-    assert Plan(config).meta_artefacts("fashion_mnist", "reptile", 0) == {}
+    assert Plan(config).meta_artefacts("fashion_mnist", "reptile", 0, 0) == {}
 
 
 def test_meta_manifest_is_seeded_disjoint_and_within_the_source(digits):

@@ -74,7 +74,7 @@ def test_throwaway_method_from_a_temporary_file_runs_end_to_end(tmp_path, digits
         result = run_cli(*command)
         assert result.returncode == 0, result.stderr
     settings = {
-        "run": {"task": "t", "shots": 5, "method": "throwaway_l2d", "seed": 0, "split_draw": 0, "pretrain_seed": 0},
+        "run": {"task": "t", "shots": 5, "method": "throwaway_l2d", "seed": 0, "split_draw": 0, "pretrain_seed": 0, "draw": 0},
         "method_hparams": {"weight": 0.01}, "architecture": {"width": 8}, "train": {"steps": 6, "batch_size": 4, "eval_every": 3, "log_every": 2},
         "evaluation": {"num_generated": 60, "validation_num_generated": 40, "kid_subset_size": 20, "kid_subsets": 5, "seed": 1},
         "device": "cpu",

@@ -34,7 +34,7 @@ def _adapt_command(
     files: dict[str, Path], run_dir: Path, train: dict = TRAIN, method: str = "scratch", hparams: dict | None = None, source: Path | None = None
 ) -> list[str]:
     """`source`: the file given for every artefact the method requires (a source checkpoint serves as a meta one)."""
-    run = {"task": "digits_high", "shots": 5, "method": method, "seed": 3, "split_draw": 0, "pretrain_seed": 0}
+    run = {"task": "digits_high", "shots": 5, "method": method, "seed": 3, "split_draw": 0, "pretrain_seed": 0, "draw": 0}
     artefacts = [arg for name in get_method(method).requires for arg in ("--artefact", f"{name}={source}")]
     settings = {
         "run": run,
@@ -212,7 +212,7 @@ def test_same_config_and_seed_give_identical_result_records(two_workflow_runs):
 
 def test_diverged_run_is_recorded_and_shown_while_the_benchmark_goes_on(two_workflow_runs):
     folder = two_workflow_runs[0]
-    run_dir = folder / layout.RUN.fill(task="digits_5to9", shots=5, method="diverging", seed=0)
+    run_dir = folder / layout.RUN.fill(task="digits_5to9", shots=5, method="diverging", draw=0, seed=0)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["status"] == "diverged" and config["diverged_at_step"] == 3 and "non-finite loss_g" in config["divergence_reason"]
     assert json.loads((run_dir / "train_log.jsonl").read_text().splitlines()[-1]) == {"step": 3, "diverged": "non-finite loss_g"}

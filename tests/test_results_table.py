@@ -14,6 +14,7 @@ import pytest
 
 from benchmark import results
 from benchmark.errors import BenchmarkError
+from benchmark.hparam_selection import DEFAULTS
 from benchmark.results import COLUMNS, collect_results, headline_comparison, render_markdown, summary_table
 from benchmark.selection import CURVE, FINAL, ORACLE, SELECTED
 from benchmark.stages.evaluate import curve_records
@@ -195,9 +196,9 @@ def test_checkpoints_appear_in_order_and_the_oracle_is_flagged():
     rows = [record("a", 0, "kid", 0.001, checkpoint=checkpoint) for checkpoint in (ORACLE, FINAL, SELECTED)]
     titles = [line for line in render_markdown(frame(rows)).splitlines() if line.startswith("### ")]
     assert titles == [
-        f"### Checkpoint: {FINAL}",
-        f"### Checkpoint: {SELECTED}",
-        f"### Checkpoint: {ORACLE} (ORACLE: selected on the test set, optimistic)",
+        f"### Checkpoint: {FINAL}, hyperparameters: {DEFAULTS}",
+        f"### Checkpoint: {SELECTED}, hyperparameters: {DEFAULTS}",
+        f"### Checkpoint: {ORACLE} (ORACLE: selected on the test set, optimistic), hyperparameters: {DEFAULTS}",
     ]
 
 

@@ -450,7 +450,7 @@ def _case(name: str, tmp_path: Path, files: dict[str, Path]) -> tuple[subprocess
         )
         return result, ("missing key(s) train",)
     if name == "seed_of_2_to_the_64":
-        run = {"task": "digits_high", "shots": 5, "method": "scratch", "seed": 2**64, "split_draw": 0, "pretrain_seed": 0}
+        run = {"task": "digits_high", "shots": 5, "method": "scratch", "seed": 2**64, "split_draw": 0, "pretrain_seed": 0, "draw": 0}
         return adapt_cli(files, tmp_path / "run", method="scratch", run=run), (
             "AdaptationRun.seed = 18446744073709551616 should be an integer from 0 to 4294967295",
         )

@@ -125,7 +125,7 @@ def plan() -> Plan:
 
 def test_stage_settings_survive_the_json_trip(plan):
     run = plan.run("digits_5to9", 5, "freeze_d+diffaug", 1)
-    for settings in (plan.adapt(run), plan.evaluate(), plan.split_meta(), plan.pretrain(0), plan.train_encoder(), plan.meta_train("reptile", 0)):
+    for settings in (plan.adapt(run), plan.evaluate(), plan.split_meta(), plan.pretrain(0), plan.train_encoder(), plan.meta_train("reptile", 0, 0)):
         again = type(settings).from_json(settings.to_json())
         assert again == settings and again.to_json() == settings.to_json()
     assert AdaptSettings.from_json(plan.adapt(run).to_json()).run == run
@@ -159,15 +159,15 @@ def test_a_run_reads_its_artefacts_from_the_stages_that_write_them(plan):
     source = plan.config["tasks"]["digits_to_mnist"]["source"]
     pretrain_seed = variant.pretrain_seed
     # A variant adapts from its base method's meta-training; the files are the stages' declared outputs.
-    assert plan.artefacts(variant) == {"meta_checkpoint": f"results/metatrain/{source}/maml_gan/seed{pretrain_seed}/checkpoint.pt"}
+    assert plan.artefacts(variant) == {"meta_checkpoint": f"results/metatrain/{source}/maml_gan/h0/seed{pretrain_seed}/checkpoint.pt"}
     meta_output = layout.META_TRAIN / layout.StageFolder.CHECKPOINT
-    assert plan.artefacts(variant)["meta_checkpoint"] == meta_output.fill(source=source, method="maml_gan", seed=pretrain_seed)
+    assert plan.artefacts(variant)["meta_checkpoint"] == meta_output.fill(source=source, method="maml_gan", seed=pretrain_seed, draw=0)
     finetune = plan.run("digits_to_mnist", 5, "finetune", 0)
     assert plan.artefacts(finetune) == {"source_checkpoint": f"results/pretrain/{source}/seed0/checkpoint.pt"}
     assert plan.artefacts(plan.run("digits_to_mnist", 5, "scratch", 0)) == {}
-    assert finetune.run_dir == "results/runs/digits_to_mnist/k5/finetune/seed0"
+    assert finetune.run_dir == "results/runs/digits_to_mnist/k5/finetune/h0/seed0"
 
 
 def test_record_fields_are_the_run_coordinates_and_the_task_kind():
-    assert RUN_FIELDS == ("task", "task_kind", "shots", "method", "seed", "split_draw", "pretrain_seed")
+    assert RUN_FIELDS == ("task", "task_kind", "shots", "method", "seed", "split_draw", "pretrain_seed", "draw")
     assert set(RUN_FIELDS) == {field.name for field in dataclasses.fields(AdaptationRun)} | {"task_kind"}

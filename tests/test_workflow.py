@@ -65,7 +65,7 @@ def test_smoke_config_runs_from_data_to_table(tmp_path):
 
     table = (tmp_path / layout.RESULTS_TABLE).read_text()
     assert "## digits_5to9 (few-shot)" in table and "## digits_to_mnist (cross-domain)" in table
-    assert "### Checkpoint: final" in table and "### Checkpoint: validation-selected" in table
+    assert "### Checkpoint: final, hyperparameters: defaults (draw 0)" in table and "### Checkpoint: validation-selected" in table
     assert "Checkpoint: oracle" not in table  # only when asked for
     number = r"-?[\d.]+(e-?\d+)? \+/- [\d.]+(e-?\d+)?"
     for method in {run.method for run in runs}:
@@ -83,7 +83,7 @@ def test_smoke_config_runs_from_data_to_table(tmp_path):
     maml_config = json.loads((tmp_path / maml.run_dir / "config.json").read_text())
     assert (maml_config["train_settings"]["lr_g"], maml_config["train_settings"]["ema_decay"]) == (0.01, 0.0)
     meta_config = json.loads(
-        (tmp_path / "results/metatrain" / config["tasks"][maml.task]["source"] / "maml_gan" / "seed0" / "config.json").read_text()
+        (tmp_path / "results/metatrain" / config["tasks"][maml.task]["source"] / "maml_gan" / "h0" / "seed0" / "config.json").read_text()
     )
     assert list(meta_config["artefacts_sha256"]) == ["source_checkpoint"]
 
@@ -95,7 +95,7 @@ def test_smoke_config_runs_from_data_to_table(tmp_path):
     assert oracle_kid["selected_on"] == "kid on the reference (test) set"
     assert oracle_kid["value"] <= min(r["value"] for r in oracle if r["metric"] == "kid" and r["reference_set"] == "reference")
     oracle_table = render_markdown(collect_results([tmp_path / "oracle" / "metrics.json"]))
-    assert "### Checkpoint: oracle (reference-selected) (ORACLE: selected on the test set, optimistic)" in oracle_table
+    assert "### Checkpoint: oracle (reference-selected) (ORACLE: selected on the test set, optimistic), hyperparameters" in oracle_table
 
     # Tables regenerate from stored results without retraining.
     (tmp_path / layout.RESULTS_TABLE).unlink()
@@ -147,11 +147,17 @@ def test_full_preset_covers_every_method_and_shot_count(tmp_path):
     assert set(config["methods"]) >= set(methods()) | {f"{name}+diffaug" for name in methods() if name != "scratch"}
     assert config["shots"] == [1, 5, 10, 50] and len(config["seeds"]) >= 5 and len(config["pretrain"]["seeds"]) > 1
     assert {task["kind"] for task in config["tasks"].values()} == {"few-shot", "cross-domain"}
-    result = snakemake(tmp_path, REPO / "config" / "full.yaml", "-n")
+    assert {"fashion_to_xray", "xray_normal_to_pneumonia"} <= set(config["tasks"]) and len(config["tasks"]) == 7
+    # Every method is swept (draws of one setting run once): 17,500 runs, as the preset's comment says.
+    assert config["sweep"]["n_hparams"] == 8 and len(Plan(config).runs) == 17500
+    # The DAG of the grid without the sweep (Snakemake takes minutes over the 35,000 jobs of the sweep).
+    unswept = yaml.safe_load((REPO / "config" / "full.yaml").read_text())
+    unswept["sweep"]["n_hparams"] = 0
+    (tmp_path / "full_unswept.yaml").write_text(yaml.safe_dump(unswept))
+    result = snakemake(tmp_path, tmp_path / "full_unswept.yaml", "-n")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
-    assert {"fashion_to_xray", "xray_normal_to_pneumonia"} <= set(config["tasks"]) and len(config["tasks"]) == 7
-    assert int(counts["adapt"]) == len(Plan(config).runs) == 7 * 4 * len(config["methods"]) * 5
+    assert int(counts["adapt"]) == len(Plan(validate_config(unswept)).runs) == 7 * 4 * len(config["methods"]) * 5
 
 
 def test_medical_preset_plans_both_medical_tasks_on_the_x_rays(tmp_path):

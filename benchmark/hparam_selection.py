@@ -1,0 +1,108 @@
+"""Hyperparameter selection: which draw of a sweep (`benchmark.sweep`) a table reports for each method.
+
+Three rules, each named in every table that uses it (DomainBed's lesson: the rule changes the ranking):
+- *target validation*: per (task, K, method), the draw with the best mean validation-split score over seeds.
+  It spends extra target images (the validation split), which a truly few-shot user does not have: optimistic.
+- *leave-one-task-out*: per held-out task, the draw whose mean rank over the other tasks of the same kind (and K)
+  is best, ranked there by their validation scores; applied unchanged to the held-out task. The rule a real
+  few-shot user can follow. Not defined where a task has no other task of its kind.
+- *oracle*: the draw with the best mean reference-set (test) score. Only when asked for; labelled optimistic.
+
+A run's validation score is its headline metric on the validation split at the reported checkpoint: the last
+evaluated step for "final", the best step for "validation-selected". These come from the adaptation-curve rows,
+which are validation-split scores only: the first two rules are computed from those rows alone and never see a
+reference-set score. A draw with a diverged or missing seed is never selected by any rule: its mean would hide
+the failure. Ties go to the lowest draw (draw 0, the defaults, first).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from benchmark.selection import CURVE, FINAL, ORACLE, SELECTED
+
+TARGET_VALIDATION = "target validation"
+LEAVE_ONE_TASK_OUT = "leave-one-task-out"
+ORACLE_DRAW = "oracle (reference-selected draw)"
+DEFAULTS = "defaults (draw 0)"
+CELL = ["task", "task_kind", "shots", "method"]
+
+
+def validation_scores(curve: pd.DataFrame, checkpoint: str, metric: str) -> pd.DataFrame:
+    """One validation score per run (CELL + draw + seed -> score) from adaptation-curve rows: the score at the
+    last evaluated step for the final checkpoint, the best one for a selected checkpoint."""
+    rows = curve[curve["checkpoint"].eq(CURVE) & curve["metric"].eq(metric)]
+    if rows.empty:
+        return pd.DataFrame(columns=[*CELL, "draw", "seed", "score"])
+    keys = [*CELL, "draw", "seed"]
+    if checkpoint == FINAL:
+        last = rows.sort_values("checkpoint_step", kind="stable").groupby(keys, sort=True).tail(1)
+        scores = last.set_index(keys)["value"]
+    else:
+        scores = rows.groupby(keys, sort=True)["value"].min()
+    return scores.rename("score").reset_index()
+
+
+def draw_means(scores: pd.DataFrame, expected_seeds: pd.DataFrame) -> pd.DataFrame:
+    """Mean score per (cell, draw); infinite where a seed has no finite score (diverged or missing), so that draw
+    is never the best."""
+    merged = expected_seeds.merge(scores, on=[*CELL, "draw", "seed"], how="left")
+    merged["score"] = merged["score"].where(np.isfinite(merged["score"].astype(float)), np.inf)
+    means = merged.groupby([*CELL, "draw"], sort=True)["score"].mean()
+    return means.rename("mean").reset_index()
+
+
+def best_draw(means: pd.DataFrame, column: str = "mean") -> pd.DataFrame:
+    """Per cell, the draw with the lowest `column` (ties: the lowest draw), or none when no draw is finite."""
+    finite = means[np.isfinite(means[column].astype(float))]
+    ordered = finite.sort_values([*CELL, column, "draw"], kind="stable")
+    return ordered.groupby(CELL, sort=True).head(1)[[*CELL, "draw"]]
+
+
+def target_validation(means: pd.DataFrame) -> pd.DataFrame:
+    return best_draw(means)
+
+
+def leave_one_task_out(means: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, K, method): the draw with the best mean rank over the other tasks of the task's kind."""
+    ranked = means.assign(rank=means.groupby(CELL, sort=True)["mean"].rank(method="average"))
+    ranked = ranked[np.isfinite(ranked["mean"].astype(float))]
+    chosen = []
+    for (task, kind, shots, method), _ in means.groupby(CELL, sort=True):
+        others = ranked[ranked["task_kind"].eq(kind) & ranked["shots"].eq(shots) & ranked["method"].eq(method) & ~ranked["task"].eq(task)]
+        if others.empty:
+            continue  # no other task of this kind: the rule is not defined here
+        # Only draws that every other task scored can be chosen: a draw that failed anywhere is out.
+        complete = others.groupby("draw")["task"].nunique().eq(others["task"].nunique())
+        mean_rank = others[others["draw"].isin(complete[complete].index)].groupby("draw")["rank"].mean()
+        if not mean_rank.empty:
+            draw = min(mean_rank.index, key=lambda d: (mean_rank[d], d))
+            chosen.append({"task": task, "task_kind": kind, "shots": shots, "method": method, "draw": draw})
+    return pd.DataFrame(chosen, columns=[*CELL, "draw"])
+
+
+def reference_means(frame: pd.DataFrame, checkpoint: str, metric: str, expected_seeds: pd.DataFrame) -> pd.DataFrame:
+    """Mean reference-set score per (cell, draw) at a checkpoint: what only the oracle rule reads."""
+    rows = frame[frame["checkpoint"].eq(checkpoint) & frame["metric"].eq(metric)]
+    scores = rows[[*CELL, "draw", "seed", "value"]].rename(columns={"value": "score"})
+    return draw_means(scores, expected_seeds)
+
+
+def select_draws(frame: pd.DataFrame, checkpoint: str, metric: str, oracle: bool = False) -> pd.DataFrame:
+    """The draw each rule selects per (task, K, method): columns CELL + rule + draw. Draw 0 is listed as the
+    `DEFAULTS` rule. A rule that is not defined for a cell has no row for it."""
+    expected_seeds = frame[[*CELL, "draw", "seed"]].drop_duplicates()
+    curve = frame[frame["checkpoint"].eq(CURVE)]
+    means = draw_means(validation_scores(curve, checkpoint if checkpoint != ORACLE else SELECTED, metric), expected_seeds)
+    selections = {
+        DEFAULTS: expected_seeds[expected_seeds["draw"].eq(0)][CELL].drop_duplicates().assign(draw=0),
+        TARGET_VALIDATION: target_validation(means),
+        LEAVE_ONE_TASK_OUT: leave_one_task_out(means),
+    }
+    if oracle:
+        selections[ORACLE_DRAW] = best_draw(reference_means(frame, checkpoint, metric, expected_seeds))
+    parts = [chosen.assign(rule=rule) for rule, chosen in selections.items() if not chosen.empty]
+    if not parts:
+        return pd.DataFrame(columns=[*CELL, "rule", "draw"])
+    return pd.concat(parts, ignore_index=True)[[*CELL, "rule", "draw"]].astype({"draw": int})
