@@ -395,14 +395,17 @@ def sweep_report(frame: pd.DataFrame, oracle_draws: bool) -> list[str]:
 
 
 def _rule_table(chosen: pd.DataFrame, stats: pd.DataFrame, rules: list[str]) -> list[str]:
+    """The methods' scores and ranks under each rule, then whether the rules change the ranking: each rule's top
+    method, and Kendall's tau between its ranking and the defaults' (over the methods ranked under both)."""
     methods = sorted(set(chosen["method"]))
     cells: dict[tuple[str, str], str] = {}
+    ranks: dict[str, dict[str, int]] = {}
     for rule in rules:
         at_rule = chosen[chosen["rule"].eq(rule)].merge(stats, on=[*CELL, "draw"], how="left")
         ranked = at_rule[~at_rule["diverged"].fillna(True).astype(bool)].sort_values("mean", kind="stable")
-        rank = {method: position + 1 for position, method in enumerate(ranked["method"])}
+        rank = ranks[rule] = {method: position + 1 for position, method in enumerate(ranked["method"])}
         for _, row in at_rule.iterrows():
-            if row["diverged"] is True or pd.isna(row["mean"]):
+            if pd.isna(row["mean"]) or bool(row["diverged"]):  # a draw with a diverged seed shows no mean
                 text = "diverged"
             else:
                 text = _number(row["mean"] * HEADLINE.scale)
@@ -412,22 +415,36 @@ def _rule_table(chosen: pd.DataFrame, stats: pd.DataFrame, rules: list[str]) -> 
     lines = ["| method | " + " | ".join(rules) + " |", "|" + "---|" * (len(rules) + 1)]
     for method in methods:
         lines.append(f"| {method} | " + " | ".join(cells.get((method, rule), "n/a") for rule in rules) + " |")
+    tops = [f"{rule}: {min(ranks[rule], key=ranks[rule].get)}" for rule in rules if ranks[rule]]
+    taus = []
+    for rule in rules[1:]:
+        shared = sorted(set(ranks[rule]) & set(ranks[DEFAULTS]))
+        if len(shared) >= 2:
+            tau = pd.Series([ranks[DEFAULTS][m] for m in shared]).corr(pd.Series([ranks[rule][m] for m in shared]), method="kendall")
+            taus.append(f"{rule} {tau:.2f}")
+    lines += ["", f"Best method under each rule: {'; '.join(tops)}."]
+    if taus:
+        lines.append(f"Kendall's tau of each rule's ranking with the defaults' ranking (1: unchanged): {'; '.join(taus)}.")
     return [*lines, ""]
 
 
 def _top_hyperparameters(settings: list[dict]) -> list[str]:
-    """Per method and rule, the settings chosen (for each task, K and checkpoint where they were chosen)."""
+    """Per method and rule, each draw chosen with its settings and where it was chosen (task, K, checkpoint).
+    Methods that ran one draw only (nothing to sweep) are named in one line instead."""
     if not settings:
         return []
-    table = pd.DataFrame(settings).sort_values(["method", "rule", "checkpoint", "task", "shots", "draw"], kind="stable")
-    lines = [
-        "### Top hyperparameters: the settings each rule chose",
-        "",
-        "| method | rule | checkpoint | task | K | draw | settings |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for _, row in table.iterrows():
-        lines.append(
-            f"| {row['method']} | {row['rule']} | {row['checkpoint']} | {row['task']} | {row['shots']} | {int(row['draw'])} | `{row['settings']}` |"
-        )
-    return [*lines, ""]
+    table = pd.DataFrame(settings)
+    single = sorted(method for method, draws in table.groupby("method")["draw"] if draws.nunique() == 1 and draws.iloc[0] == 0)
+    table = table[~table["method"].isin(single)]
+    lines = ["### Top hyperparameters: the settings each rule chose", ""]
+    if not table.empty:
+        lines += ["| method | rule | draw | settings | chosen for (task, K, checkpoint) |", "|---|---|---|---|---|"]
+        for (method, rule, draw), rows in table.groupby(["method", "rule", "draw"], sort=True):
+            where = "; ".join(
+                f"{row['task']} K={row['shots']} {row['checkpoint']}" for _, row in rows.sort_values(["task", "shots", "checkpoint"]).iterrows()
+            )
+            lines.append(f"| {method} | {rule} | {int(draw)} | `{rows['settings'].iloc[0]}` | {where} |")
+        lines.append("")
+    if single:
+        lines += [f"Always draw 0 (nothing they declare is swept, or every draw repeated the defaults): {', '.join(single)}.", ""]
+    return lines

@@ -44,8 +44,10 @@ PUBLISHED_MD5 = {
     "organcmnist": "b9ceb9546e10131b32923c5bbeaea2b1",
     "organsmnist": "9ab87b696fb54e2a387ebe992d6ed5f1",
 }
-ORGANS = ["bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver", "lung-left", "lung-right"]
-ORGANS += ["pancreas", "spleen"]
+ORGANS = [
+    "bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver", "lung-left", "lung-right",
+    "pancreas", "spleen",
+]  # fmt: skip
 CLASS_NAMES = {
     "pathmnist": [
         "adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa",

@@ -46,10 +46,16 @@ ACCEPTED_FILE = REPO / "scripts" / "mutation_accepted.yaml"
 # Module -> the fast tests that cover it (the tests a developer would run after editing it). Tests marked `slow`
 # are left out of every run; the metric tests that need a trained encoder come after the fast known-value ones.
 METRIC_TESTS = ("tests/test_metric_values.py", "tests/test_metric_validation.py")
-METHOD_TESTS = ("tests/test_penalties.py", "tests/test_method_defaults.py", "tests/test_adaptation_methods.py", "tests/test_method_fidelity.py")
-META_TESTS = ("tests/test_meta_values.py", "tests/test_method_defaults.py", "tests/test_meta.py")
+METHOD_TESTS = (
+    "tests/test_sweep_draws.py",
+    "tests/test_penalties.py",
+    "tests/test_method_defaults.py",
+    "tests/test_adaptation_methods.py",
+    "tests/test_method_fidelity.py",
+)
+META_TESTS = ("tests/test_sweep_draws.py", "tests/test_meta_values.py", "tests/test_method_defaults.py", "tests/test_meta.py")
 TARGETS: dict[str, tuple[str, ...]] = {
-    "benchmark/results.py": ("tests/test_results_table.py",),
+    "benchmark/results.py": ("tests/test_results_table.py", "tests/test_sweep.py"),
     "benchmark/regularisers.py": ("tests/test_penalties.py",),
     "benchmark/splits.py": ("tests/test_split_values.py", "tests/test_splits.py"),
     "benchmark/augment.py": ("tests/test_augment.py",),
@@ -73,10 +79,12 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "methods/reptile.py": META_TESTS,
     "methods/maml_gan.py": META_TESTS,
     "benchmark/fetch.py": ("tests/test_fetch.py",),
+    "benchmark/sweep.py": ("tests/test_sweep.py", "tests/test_sweep_draws.py"),
+    "benchmark/hparam_selection.py": ("tests/test_sweep.py",),
     "datasets/medmnist.py": ("tests/test_medmnist.py", "tests/test_fetch.py"),
-    "methods/minegan.py": ("tests/test_added_networks.py",),
-    "methods/cdc.py": ("tests/test_added_networks.py",),
-    "methods/adafm.py": ("tests/test_added_networks.py",),
+    "methods/minegan.py": ("tests/test_added_networks.py", "tests/test_sweep_draws.py"),
+    "methods/cdc.py": ("tests/test_added_networks.py", "tests/test_sweep_draws.py"),
+    "methods/adafm.py": ("tests/test_added_networks.py", "tests/test_sweep_draws.py"),
 }
 
 COMPARISON_SWAPS = {

@@ -188,11 +188,36 @@ def test_the_sweep_report_names_every_rule_and_the_settings_chosen():
     assert all(rule in header for rule in (DEFAULTS, TARGET_VALIDATION, LEAVE_ONE_TASK_OUT, ORACLE_DRAW))
     row = next(line for line in section.splitlines() if line.startswith("| m |"))
     assert row == "| m | d0: 10 +/- 0 (#1) | d1: 500.0 +/- 0 (#1) | d2: 400.0 +/- 0 (#1) | d0: 10 +/- 0 (#1) |"
-    assert '| m | target validation | final | A | 5 | 1 | `{"x": 1}` |' in report
+    assert '| m | target validation | 1 | `{"x": 1}` | A K=5 final; A K=5 validation-selected; D K=5 final; D K=5 validation-selected |' in report
+    assert '| m | target validation | 2 | `{"x": 2}` | B K=5 final; B K=5 validation-selected; C K=5 final; C' in report
+    # On A, scratch (0.05 worse on every draw) ranks second under every rule: the ranking never changes.
+    assert "Best method under each rule: defaults (draw 0): m; target validation: m; leave-one-task-out: m; oracle" in section
+    assert "Kendall's tau of each rule's ranking with the defaults' ranking (1: unchanged): target validation 1.00;" in section
     # The detailed tables show m at its target-validation draw (1 on A): reference KID 0.5 -> 500.
     detailed = report.split("\n## A (few-shot)\n")[1].split("\n## ")[0]
     assert "### Checkpoint: final, hyperparameters: target validation" in detailed
     assert re.search(r"\| 5 \| m \| 500\.0 \+/- 0 \|", detailed)
+
+
+def test_the_report_shows_when_a_rule_changes_the_ranking():
+    """ "swap" is second to m at the defaults but first at its target-validation draw: the best method and the
+    rank correlation under that rule must say so (a report that always ranked at the defaults would not)."""
+    frame = constructed_results()
+    swap = frame.assign(method="swap")
+    on_a = swap["task"].eq("A") & ~swap["checkpoint"].eq(CURVE)
+    swap.loc[on_a, "value"] = swap.loc[on_a, "draw"].map({0: 0.02, 1: 0.0, 2: 0.42})
+    frame = pd.concat([frame, swap, frame.assign(method="scratch", value=frame["value"] + 0.05)], ignore_index=True)
+    section = render_markdown(frame).split("### A (few-shot), K = 5, checkpoint: final")[1].split("###")[0]
+    assert "Best method under each rule: defaults (draw 0): m; target validation: swap; leave-one-task-out: m." in section
+    assert "target validation 0.33; leave-one-task-out 1.00." in section  # swap and m trade places: 1 of 3 pairs flips
+
+
+def test_a_draw_with_a_diverged_seed_shows_as_diverged_not_as_the_other_seeds_mean():
+    frame = constructed_results()
+    diverged = frame["task"].eq("A") & frame["draw"].eq(0) & frame["seed"].eq(1)
+    frame.loc[diverged, "value"], frame.loc[diverged, "status"] = math.nan, "diverged"
+    section = render_markdown(frame).split("### A (few-shot), K = 5, checkpoint: final")[1].split("###")[0]
+    assert next(line for line in section.splitlines() if line.startswith("| m |")).startswith("| m | d0: diverged | d1: 500.0")
 
 
 def test_without_a_sweep_the_tables_name_the_defaults():
