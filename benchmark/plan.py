@@ -75,7 +75,7 @@ def method_hparams(config: dict[str, Any], method: str, draw: int = 0) -> dict[s
 
 
 def configured_hparams(config: dict[str, Any], method: str) -> dict[str, Any]:
-    """The hyperparameters the config sets for a method or variant (held fixed in every draw)."""
+    """The hyperparameters the config sets for a method or variant: its draw 0, and the values `sweep.hold` keeps."""
     table = config["adapt"]["method_hparams"]
     base, _ = split_variant(method)
     if method != base and table.get(method) and "meta_checkpoint" in get_method(base).requires:

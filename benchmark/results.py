@@ -359,12 +359,13 @@ def sweep_report(frame: pd.DataFrame, oracle_draws: bool) -> list[str]:
     """Per task, K and checkpoint (final, validation-selected): each method's reference-set headline score at the
     draw of every rule, with its rank among the methods; then the settings each rule chose."""
     rules = [DEFAULTS, TARGET_VALIDATION, LEAVE_ONE_TASK_OUT] + ([ORACLE_DRAW] if oracle_draws else [])
-    n_draws = frame["draw"].nunique()
+    last_draw = int(frame["draw"].max())
     lines = [
         "## Hyperparameter sweep",
         "",
-        f"{n_draws} draws per method (draw 0: the defaults). Reference-set {HEADLINE.label} (lower) at the draw each rule",
-        "selects, mean +/- std over seeds, with the method's rank under that rule (#1 best); `d` is the draw.",
+        f"Draws 0-{last_draw} per method (draw 0: the defaults; a method runs only draws whose settings differ). Reference-set",
+        f"{HEADLINE.label} (lower) at the draw each rule selects, mean +/- std over seeds, with the method's rank under that",
+        "rule (#1 best); `d` is the draw.",
         f"- *{DEFAULTS}*: no selection.",
         f"- *{TARGET_VALIDATION}*: the draw with the best mean validation-split score on this task (spends extra",
         "  target images: optimistic for a few-shot user).",
