@@ -96,7 +96,7 @@ def select_draws(frame: pd.DataFrame, checkpoint: str, metric: str, oracle: bool
     curve = frame[frame["checkpoint"].eq(CURVE)]
     means = draw_means(validation_scores(curve, checkpoint if checkpoint != ORACLE else SELECTED, metric), expected_seeds)
     selections = {
-        DEFAULTS: expected_seeds[expected_seeds["draw"].eq(0)][CELL].drop_duplicates().assign(draw=0),
+        DEFAULTS: expected_seeds[CELL].drop_duplicates().assign(draw=0),  # every method runs draw 0
         TARGET_VALIDATION: target_validation(means),
         LEAVE_ONE_TASK_OUT: leave_one_task_out(means),
     }

@@ -55,10 +55,10 @@ class Hyperparameter:
 
     def search_problem(self) -> str | None:
         """Why a numeric search range is not one a sweep could draw from, or None (`Method` checks it on definition)."""
-        numbers = self.search is not None and all(isinstance(v, int | float) and not isinstance(v, bool) for v in self.search)
-        if not numbers or isinstance(self.default, bool | str):
+        if self.search is None or isinstance(self.default, bool | str):
             return None  # choices of text or flags (or no range at all)
-        if len(self.search) != 2 or not self.search[0] < self.search[1]:
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in self.search)
+        if not numbers or len(self.search) != 2 or not self.search[0] < self.search[1]:
             return "a range is (low, high) with low below high"
         low, high = self.search
         if not low <= self.default <= high:

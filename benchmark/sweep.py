@@ -49,10 +49,9 @@ def draw_hparams(method: str, configured: dict[str, Any], draw: int, sweep_seed:
 
 def sample(spec: Hyperparameter, rng: np.random.Generator) -> Any:
     """One value from a hyperparameter's declared search range."""
-    choices = spec.search
-    if isinstance(spec.default, bool | str) or len(choices) != 2 or not all(isinstance(v, int | float) for v in choices):
-        return choices[int(rng.integers(len(choices)))]
-    low, high = choices
+    if isinstance(spec.default, bool | str):  # choices (a number's range is (low, high): `Method` checks it)
+        return spec.search[int(rng.integers(len(spec.search)))]
+    low, high = spec.search
     if isinstance(spec.default, int):
         if spec.log_scale:  # log-uniform over the whole numbers low..high: each decade as likely
             return int(min(high, max(low, math.floor(math.exp(rng.uniform(math.log(low), math.log(high + 1)))))))

@@ -60,6 +60,8 @@ def test_choices_accept_each_choice():
     [
         ({"default": 1.0, "search": (2.0, 0.5)}, "a range is (low, high) with low below high"),
         ({"default": 1.0, "search": (1.0, 1.0)}, "a range is (low, high) with low below high"),
+        ({"default": 2, "search": (1, 2, 4)}, "a range is (low, high) with low below high"),
+        ({"default": 1, "search": ("one", "two")}, "a range is (low, high) with low below high"),  # a sweep would crash
         ({"default": 5, "search": (1, 4)}, "the default lies outside the range"),
         ({"default": 5, "search": (0, 10), "minimum": 1}, "the range starts below the minimum 1"),
         ({"default": 1e-2, "search": (0.0, 1.0), "log_scale": True}, "a log-scale range must be positive"),

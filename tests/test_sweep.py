@@ -81,6 +81,8 @@ def test_values_come_from_the_declared_ranges_on_the_declared_scale(monkeypatch)
     assert set(counts) == set(range(2, 9))  # whole numbers, both ends included
     choices = {benchmark.sweep.sample(get_method("ewc").hyperparameters["form"], np.random.default_rng(i)) for i in range(50)}
     assert choices == set(get_method("ewc").hyperparameters["form"].search)
+    flags = [benchmark.sweep.sample(get_method("maml_gan").hyperparameters["first_order"], np.random.default_rng(i)) for i in range(50)]
+    assert set(flags) == {False, True} and all(isinstance(flag, bool) for flag in flags)  # flags, not the numbers 0 and 1
 
     linear = spec.__class__(default=spec.default, search=spec.search, log_scale=False)
     wrong = [benchmark.sweep.sample(linear, np.random.default_rng(i)) for i in range(400)]
@@ -126,6 +128,10 @@ def constructed_results(validation=VALIDATION, reference=REFERENCE) -> pd.DataFr
                 ref = reference.get(task, {}).get(draw, 0.3)
                 rows.append({**base, "checkpoint": FINAL, "checkpoint_step": 100, "value": ref})
                 rows.append({**base, "checkpoint": SELECTED, "checkpoint_step": 100, "value": ref})
+                # FID rows that rank the draws the other way round: selection on KID must not read them.
+                fid = {**base, "metric": "fid"}
+                rows.append({**fid, "checkpoint": CURVE, "checkpoint_step": 100, "value": 100 - 100 * score})
+                rows.append({**fid, "checkpoint": FINAL, "checkpoint_step": 100, "value": 100 - 100 * ref})
     return pd.DataFrame(rows)
 
 
