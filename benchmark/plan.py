@@ -97,12 +97,14 @@ class Plan:
             except BenchmarkError as error:
                 raise BenchmarkError(f"Config section '{stage}.train': {error}") from error
         self.methods = method_names(config)
+        # Each method's draws, worked out once: `run` is asked for every job (Snakemake's input functions too).
+        self.draws = {method: distinct_draws(config, method) for method in self.methods}
         self.runs = [
             self.run(task, shots, method, seed, draw)
             for task in config["tasks"]
             for shots in config["shots"]
             for method in self.methods
-            for draw in distinct_draws(config, method)
+            for draw in self.draws[method]
             for seed in config["seeds"]
         ]
 
@@ -114,7 +116,8 @@ class Plan:
             raise BenchmarkError(f"Seed {seed} is not in the config's `seeds` {seeds}.")
         if draw not in draws(self.config):
             raise BenchmarkError(f"Hyperparameter draw {draw} is not in the config's sweep (draws 0..{self.config['sweep']['n_hparams']}).")
-        if draw not in distinct_draws(self.config, method):
+        method_draws = self.draws[method] if method in self.draws else distinct_draws(self.config, method)
+        if draw not in method_draws:
             raise BenchmarkError(f"Hyperparameter draw {draw} of {method} repeats the settings of an earlier draw, so it is not run.")
         index = seeds.index(seed)
         pretrain_seeds = self.config["pretrain"]["seeds"]

@@ -174,9 +174,12 @@ def render_markdown(frame: pd.DataFrame, oracle_draws: bool = False) -> str:
         raise BenchmarkError("No results to tabulate: the results CSV has no rows. Run the benchmark first.")
     frame = frame.assign(draw=frame["draw"].fillna(0).astype(int) if "draw" in frame else 0)  # CSVs from before sweeps
     sweep = frame["draw"].nunique() > 1
-    sweep_lines = sweep_report(frame, oracle_draws) if sweep else []
+    sweep_lines = []
     if sweep:
-        frame = at_selected_draws(frame, TARGET_VALIDATION)
+        # The draws every rule picks, per checkpoint, worked out once for the sweep section and the detailed tables.
+        selections = {checkpoint: select_draws(frame, checkpoint, HEADLINE.metric, oracle=oracle_draws) for checkpoint in CHECKPOINTS}
+        sweep_lines = sweep_report(frame, selections, oracle_draws)
+        frame = at_selected_draws(frame, selections, TARGET_VALIDATION)
     # Sample sizes are text ("5000", or "5000/4000" when seeds differ). Read back from the CSV, a column with a
     # diverged run (no sizes) is float: "5000.0" would be printed without the int().
     frame = frame.assign(**{column: frame[column].map(_count_text) for column in ("n_real", "n_fake")})
@@ -343,19 +346,18 @@ def _compare(ranked: pd.DataFrame) -> str:
 # ---- sweeps: methods at the draws each selection rule picks --------------------------------------------------
 
 
-def at_selected_draws(frame: pd.DataFrame, rule: str) -> pd.DataFrame:
-    """The rows of the draw `rule` selects per (task, K, method), separately for each checkpoint; the adaptation
-    curve follows the validation-selected checkpoint's choice."""
+def at_selected_draws(frame: pd.DataFrame, selections: dict[str, pd.DataFrame], rule: str) -> pd.DataFrame:
+    """The rows of the draw `rule` selects per (task, K, method) in `selections` (checkpoint -> `select_draws`),
+    separately for each checkpoint; the adaptation curve follows the validation-selected checkpoint's choice."""
     parts = []
     for checkpoint in sorted(set(frame["checkpoint"])):
-        selection_checkpoint = SELECTED if checkpoint == CURVE else checkpoint
-        chosen = select_draws(frame, selection_checkpoint, HEADLINE.metric)
+        chosen = selections[SELECTED if checkpoint == CURVE else checkpoint]
         chosen = chosen[chosen["rule"].eq(rule)][[*CELL, "draw"]]
         parts.append(frame[frame["checkpoint"].eq(checkpoint)].merge(chosen, on=[*CELL, "draw"], how="inner"))
     return pd.concat(parts, ignore_index=True)[list(frame.columns)] if parts else frame.iloc[0:0]
 
 
-def sweep_report(frame: pd.DataFrame, oracle_draws: bool) -> list[str]:
+def sweep_report(frame: pd.DataFrame, selections: dict[str, pd.DataFrame], oracle_draws: bool) -> list[str]:
     """Per task, K and checkpoint (final, validation-selected): each method's reference-set headline score at the
     draw of every rule, with its rank among the methods; then the settings each rule chose."""
     rules = [DEFAULTS, TARGET_VALIDATION, LEAVE_ONE_TASK_OUT] + ([ORACLE_DRAW] if oracle_draws else [])
@@ -380,7 +382,7 @@ def sweep_report(frame: pd.DataFrame, oracle_draws: bool) -> list[str]:
         rows = frame[frame["checkpoint"].eq(checkpoint)]
         if rows.empty:
             continue
-        chosen = select_draws(frame, checkpoint, HEADLINE.metric, oracle=oracle_draws)
+        chosen = selections[checkpoint]
         headline = rows[rows["metric"].eq(HEADLINE.metric)]
         stats = headline.groupby([*CELL, "draw"])["value"].agg(mean="mean", std="std", n="count").reset_index()
         diverged = headline.assign(bad=headline["value"].isna()).groupby([*CELL, "draw"])["bad"].any().rename("diverged").reset_index()
