@@ -4,19 +4,19 @@ VENV ?= .venv
 CORES ?= 2
 export VENV
 
-.PHONY: benchmark test setup system-data dry-run lint
+.PHONY: benchmark test setup system-packages dry-run lint
 
-benchmark: setup system-data
+benchmark: setup system-packages
 	$(VENV)/bin/snakemake --cores $(CORES)
 
-test: setup system-data
+test: setup system-packages
 	$(VENV)/bin/python -m pytest -q
 
 setup:
 	@bash scripts/setup_env.sh
 
-system-data:
-	@bash scripts/install_system_data.sh
+system-packages:
+	@bash scripts/install_system_packages.sh
 
 dry-run: setup
 	$(VENV)/bin/snakemake -n --cores $(CORES)

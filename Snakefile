@@ -1,6 +1,6 @@
 # The benchmark workflow: data -> splits -> encoder -> source pretraining / meta-training -> adaptation ->
-# evaluation -> tables. Each rule calls one `ganbench` subcommand, which makes one call into its stage
-# (benchmark/stages/). Paths come from benchmark/layout.py, the runs and each job's settings from
+# evaluation -> tables -> paper outputs (tables, statistics, figures; `snakemake --report report.html` gathers
+# them). Each rule calls one `ganbench` subcommand, which makes one call into its stage (benchmark/stages/). Paths come from benchmark/layout.py, the runs and each job's settings from
 # benchmark/plan.py; every setting a rule uses is in its params (changes rerun it).
 import os
 
@@ -21,11 +21,16 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/paper.smk"
+
+
+report: "rules/report/workflow.rst"
 
 
 rule all:
     input:
         rules.table.output[0],
+        rules.paper.output[0],
     default_target: True
 
 

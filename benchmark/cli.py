@@ -117,6 +117,32 @@ def cmd_collect(args: argparse.Namespace) -> None:
     collect(args.metrics, output=args.output)
 
 
+def cmd_collect_training(args: argparse.Namespace) -> None:
+    from benchmark.stages.collect import collect_training_logs
+
+    collect_training_logs(args.train_logs, output=args.output)
+
+
+def cmd_panels(args: argparse.Namespace) -> None:
+    from benchmark.settings import PanelSettings
+    from benchmark.stages.panels import panels
+
+    panels(
+        PanelSettings.from_json(args.settings), run_dirs=args.run_dirs, manifests=_named_paths(args.manifest),
+        datasets=_named_paths(args.dataset), encoder=args.encoder, output=args.output,
+    )  # fmt: skip
+
+
+def cmd_paper(args: argparse.Namespace) -> None:
+    from benchmark.settings import PaperSettings
+    from benchmark.stages.paper import paper
+
+    paper(
+        PaperSettings.from_json(args.settings), input_dir=args.input_dir, output_dir=args.output_dir, oracle_draws=args.oracle_draws,
+        reference_dir=args.reference,
+    )  # fmt: skip
+
+
 def cmd_table(args: argparse.Namespace) -> None:
     from benchmark.stages.table import table
 
@@ -190,6 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
     c = add("collect", cmd_collect, "gather every run's metrics into one tidy CSV")
     c.add_argument("--output", type=Path, required=True)
     c.add_argument("metrics", type=Path, nargs="+")
+    c = add("collect-training", cmd_collect_training, "gather every run's training log into one tidy CSV")
+    c.add_argument("--output", type=Path, required=True)
+    c.add_argument("train_logs", type=Path, nargs="+")
+    c = add("panels", cmd_panels, "generate a few samples per run with their nearest shots, for the paper's figures", trains=True)
+    c.add_argument("--settings", required=True)
+    c.add_argument("--manifest", action="append", default=[], help="TASK=PATH of a task's split manifest (repeat)")
+    c.add_argument("--dataset", action="append", default=[], help="TASK=PATH of the target dataset that manifest indexes (repeat)")
+    c.add_argument("--encoder", type=Path, required=True)
+    c.add_argument("--output", type=Path, required=True)
+    c.add_argument("run_dirs", type=Path, nargs="+")
+    c = add("paper", cmd_paper, "render every paper table, statistic and figure from a results folder (no training)")
+    c.add_argument("--settings", default="{}", help="the config's `paper` section as JSON (defaults: the schema's)")
+    c.add_argument("--input-dir", type=Path, required=True, help="a run's results/ folder, or reports/reference")
+    c.add_argument("--output-dir", type=Path, required=True)
+    c.add_argument("--oracle-draws", action="store_true", help="let the sweep's draw selection also compute the oracle (never tabulated)")
+    c.add_argument("--reference", type=Path, default=None, help="a results folder to compare with, e.g. reports/reference")
     c = add("table", cmd_table, "render the Markdown results table from the CSV")
     c.add_argument("--input", type=Path, required=True)
     c.add_argument("--output", type=Path, required=True)

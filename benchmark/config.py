@@ -76,6 +76,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "evaluation": ("properties", "evaluation"),
     "encoder": ("properties", "encoder"),
     "meta": ("properties", "meta"),
+    "paper": ("properties", "paper"),
     "source": ("properties", "sources", "additionalProperties"),  # one entry of `sources`
     "task": ("properties", "tasks", "additionalProperties"),  # one entry of `tasks`
 }

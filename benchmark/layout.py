@@ -52,7 +52,10 @@ PRETRAIN = RESULTS / f"pretrain/{PRETRAIN_KEY}"
 META_TRAIN = RESULTS / f"metatrain/{META_TRAIN_KEY}"
 RUN = RESULTS / f"runs/{RUN_KEY}"
 RESULTS_CSV = RESULTS / "results.csv"
+TRAINING_CSV = RESULTS / "training.csv"  # every run's training log, tidy
+PANELS = RESULTS / "panels.npz"  # a few samples per run with their nearest shots (benchmark.stages.panels)
 RESULTS_TABLE = REPORTS / "results.md"
+PAPER = REPORTS / "paper"  # tables, statistics and figures (benchmark.paper.render)
 MUTATION_REPORT = REPORTS / "mutation.md"  # scripts/mutation_test.py (not part of the pipeline)
 
 

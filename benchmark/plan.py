@@ -24,6 +24,8 @@ from benchmark.settings import (
     EncoderSettings,
     EvaluateSettings,
     MetaTrainSettings,
+    PanelSettings,
+    PaperSettings,
     PrepareDataSettings,
     PretrainSettings,
     SplitMetaSettings,
@@ -207,3 +209,22 @@ class Plan:
 
     def evaluate(self) -> EvaluateSettings:
         return EvaluateSettings(self.config["evaluation"], self.config["device"])
+
+    def panel_runs(self) -> list[AdaptationRun]:
+        """The runs whose samples the paper's sample grids and nearest-shot panels show: every run of the first seed."""
+        first = self.config["seeds"][0]
+        return [run for run in self.runs if run.seed == first]
+
+    def panel_inputs(self) -> dict[str, str]:
+        """Per task, its split manifest and target dataset, named `manifest_<task>` and `dataset_<task>`."""
+        inputs = {}
+        for task in self.config["tasks"]:
+            inputs[f"manifest_{task}"] = layout.TASK_SPLIT.fill(task=task)
+            inputs[f"dataset_{task}"] = self.task_dataset(task)
+        return inputs
+
+    def panels(self) -> PanelSettings:
+        return PanelSettings(self.config["paper"]["samples"], self.config["evaluation"]["seed"], self.config["device"])
+
+    def paper(self) -> PaperSettings:
+        return PaperSettings.from_dict(self.config["paper"])

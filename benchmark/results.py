@@ -76,6 +76,32 @@ def collect_results(metrics_files: list[Path]) -> pd.DataFrame:
     return frame.sort_values(["task", "shots", "method", "seed", "checkpoint", "metric"], kind="stable").reset_index(drop=True)
 
 
+TRAINING_COLUMNS = [*GROUP[:4], *(field for field in RUN_FIELDS if field not in GROUP), "step", "quantity", "value"]
+
+
+def collect_training(train_logs: list[Path]) -> pd.DataFrame:
+    """Every run's training log as tidy rows: the run's fields, the step, and each logged quantity (losses,
+    discriminator outputs, steps/s) or validation score (`kid_validation`, ...) at that step."""
+    rows = []
+    for path in train_logs:
+        path = Path(path)
+        config_path = path.parent / "config.json"
+        try:
+            run = json.loads(config_path.read_text())
+            fields = {field: run[field] for field in RUN_FIELDS}
+            entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError, KeyError) as error:
+            raise BenchmarkError(f"{path} or {config_path} is not readable ({error}). Delete the run folder {path.parent} and rerun it.") from error
+        for entry in entries:
+            values = entry.get("eval", {}) if "eval" in entry else {k: v for k, v in entry.items() if k != "step"}
+            for quantity, value in values.items():
+                if quantity in ("n_real", "n_fake"):
+                    continue
+                rows.append({**fields, "step": int(entry["step"]), "quantity": quantity, "value": value})
+    frame = pd.DataFrame(rows, columns=TRAINING_COLUMNS)
+    return frame.sort_values(["task", "shots", "method", "draw", "seed", "quantity", "step"], kind="stable").reset_index(drop=True)
+
+
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (task, K, method, checkpoint, metric): mean and sample standard deviation over the seeds that completed,
     n of them, and how many seeds diverged (those have no value and never enter a mean)."""

@@ -203,3 +203,26 @@ class EvaluateSettings(StageSettings):
     device: str
 
     sections = {"evaluation": "evaluation"}
+
+
+@dataclass(frozen=True)
+class PanelSettings(StageSettings):
+    samples: int  # generated images per run (`paper.samples`)
+    noise_seed: int  # the latent codes' seed: the evaluation's, so panels show the first images that were scored
+    device: str
+
+
+@dataclass(frozen=True)
+class PaperSettings(StageSettings):
+    """The `paper` section: how the paper outputs are computed (`benchmark.paper`)."""
+
+    config_section = "paper"
+
+    samples: int
+    intervals: bool
+    effect: float
+    alpha: float
+    power: float
+    bootstrap_resamples: int
+    bootstrap_seed: int
+    planned_seeds: int

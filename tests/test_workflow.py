@@ -5,20 +5,27 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from benchmark import layout
+from benchmark.checkpoint import load_checkpoint, models_from_checkpoint
 from benchmark.config import load_config, validate_config
 from benchmark.errors import BenchmarkError
+from benchmark.methods import get_method
+from benchmark.models import Architecture
 from benchmark.plan import Plan, method_hparams, method_names
 from benchmark.results import collect_results, render_markdown
 from benchmark.selection import CURVE
+from benchmark.training import generate
 from conftest import REPO, run_cli
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -103,6 +110,8 @@ def test_smoke_config_runs_from_data_to_table(tmp_path):
     assert again.returncode == 0 and "rule adapt" not in again.stdout + again.stderr
     assert (tmp_path / layout.RESULTS_TABLE).read_text() == table
 
+    _check_paper_outputs(tmp_path, config_path, config)
+
     # A changed adaptation hyperparameter reruns adaptation and what follows, not data, encoder or pretraining.
     changed_config = yaml.safe_load(config_path.read_text())
     changed_config["adapt"]["train"]["lr_g"] = 0.001
@@ -112,6 +121,53 @@ def test_smoke_config_runs_from_data_to_table(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, flags=re.MULTILINE))
     assert int(counts["adapt"]) == int(counts["evaluate"]) == len(runs)
     assert not {"prepare_data", "split_source", "split_task", "train_encoder", "pretrain"} & set(counts), counts
+
+
+def _check_paper_outputs(workdir: Path, config_path: Path, config: dict) -> None:
+    """Paper outputs: every figure kind from results/ alone; the panels show the first images the evaluation scored;
+    deleted, they come back from the stored results without retraining, identical; `snakemake --report` makes a
+    self-contained HTML page that a headless browser renders with every figure."""
+    paper = workdir / layout.PAPER
+    names = {path.stem for path in (paper / "figures").glob("*.png")}
+    expected = {f"{kind}_{task}_k5" for kind in ("samples", "nearest", "training", "adaptation_curve") for task in config["tasks"]}
+    assert expected <= names, expected - names
+    assert {f"kid_vs_k_{task}_{checkpoint}" for task in config["tasks"] for checkpoint in ("final", "validation_selected")} <= names
+    for name in ("paper.md", "paper.html", "tables.csv", "power.csv"):
+        assert (paper / name).stat().st_size > 0, name
+    # 2 tasks x 2 seeds = 4 (task, K, seed) blocks: one fewer than autorank's minimum, and the page says so.
+    assert "No rank test: 4 complete (task, K, seed) blocks" in (paper / "paper.md").read_text()
+
+    plan = Plan(config)
+    with np.load(workdir / layout.PANELS) as stored:
+        panels = {key: stored[key] for key in stored.files}
+    index = json.loads(str(panels["index"]))
+    assert [entry["run_dir"] for entry in index["runs"]] == [run.run_dir for run in plan.panel_runs()]
+    run, entry = plan.panel_runs()[0], index["runs"][0]
+    state = load_checkpoint(workdir / run.run_dir / "checkpoint.pt")
+    arch = Architecture.from_dict(json.loads((workdir / run.run_dir / "config.json").read_text())["architecture"])
+    generator = models_from_checkpoint(state, "checkpoint", arch, "cpu", get_method(run.method)().build_models).generator
+    scored_first = generate(generator, config["evaluation"]["num_generated"], config["evaluation"]["seed"], torch.device("cpu"))
+    assert np.array_equal(panels[entry["samples_array"]], scored_first[: index["samples"]])  # the same latent codes
+
+    markdown = (paper / "paper.md").read_text()
+    shutil.rmtree(paper)
+    again = snakemake(workdir, config_path, "--rerun-triggers", "mtime")
+    assert again.returncode == 0 and "rule adapt" not in again.stdout + again.stderr and "rule panels" not in again.stdout + again.stderr
+    assert (paper / "paper.md").read_text() == markdown
+
+    report = workdir / "report.html"
+    made = snakemake(workdir, config_path, "--report", str(report))
+    assert made.returncode == 0, made.stderr[-3000:]
+    html = report.read_text()
+    assert not re.search(r"<(script|img|link)[^>]+(src|href)=\"https?://", html)  # self-contained: nothing fetched
+    assert all(f"{name}.png" in html for name in names) and "Nearest-shot panel" in html  # every figure, with its caption
+    browser = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+    if browser:  # .ci/run installs Debian's chromium-headless-shell; the DOM after its scripts ran lists the results
+        dom = subprocess.run(
+            [browser, "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom", report.as_uri()],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert "Paper outputs" in dom.stdout and "Statistics" in dom.stdout, dom.stderr[-2000:]
 
 
 def _evaluate_with_oracle(workdir: Path, config: dict, run) -> list[dict]:

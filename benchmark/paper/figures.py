@@ -1,0 +1,255 @@
+"""Paper figures (matplotlib, written as PNG and PDF). Each function returns {name: figure}; `save` writes them.
+
+Every figure states its metric, direction and seeds in its axes or title; the captions of the HTML report
+(`workflow/report/`) say what each shows. Methods keep one colour across all figures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window (this runs in batch jobs)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from benchmark.results import HEADLINE  # noqa: E402
+from benchmark.selection import CURVE, FINAL  # noqa: E402
+
+GRID_COLUMNS = 10  # at most this many shots or samples per row of a sample grid
+PANEL_PAIRS = 4  # sample / nearest-shot pairs per method in the nearest-shot panel
+
+
+def method_colours(methods: list[str]) -> dict[str, tuple]:
+    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20").colors
+    return {method: palette[index % len(palette)] for index, method in enumerate(sorted(methods))}
+
+
+def save(figure: Figure, folder: Path, name: str) -> list[Path]:
+    """PNG (150 dpi) and PDF, without creation dates so that reruns give the same files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
+    figure.savefig(paths[0], dpi=150, bbox_inches="tight", metadata={"Software": None})
+    figure.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "Creator": None, "Producer": None})
+    plt.close(figure)
+    return paths
+
+
+def _scale_axes(axis, values: np.ndarray, steps: bool = False) -> None:
+    """Log scale for a metric spanning orders of magnitude (symlog where unbiased KID dips below 0); a symlog step
+    axis, so that step 0 and the early steps of the adaptation curve stay visible."""
+    finite = values[np.isfinite(values)]
+    if len(finite) and finite.max() > 0 and finite.max() > 20 * max(np.percentile(np.abs(finite), 10), 1e-12):
+        if finite.min() > 0:
+            axis.set_yscale("log")
+            axis.set_ylim(bottom=0.5 * finite.min())  # a band reaching 0 runs off the bottom instead of to 1e-300
+        else:
+            axis.set_yscale("symlog", linthresh=max(np.percentile(np.abs(finite), 10), 1e-6))
+    if steps:
+        axis.set_xscale("symlog", linthresh=10)
+        axis.set_xlim(left=0)
+
+
+def _band(axis, x: np.ndarray, mean: np.ndarray, std: np.ndarray, colour, label: str) -> None:
+    axis.plot(x, mean, marker="o", markersize=3, color=colour, label=label)
+    spread = np.nan_to_num(std)
+    axis.fill_between(x, mean - spread, mean + spread, color=colour, alpha=0.15, linewidth=0)
+
+
+def metric_vs_shots(results: pd.DataFrame, checkpoint: str, rule: str) -> dict[str, Figure]:
+    """Per task: the headline metric against K per method, mean over seeds with a +/- 1 std band."""
+    rows = results[results["checkpoint"].eq(checkpoint) & results["metric"].eq(HEADLINE.metric) & results["value"].notna()]
+    colours = method_colours(sorted(set(results["method"])))
+    figures = {}
+    for task, block in rows.groupby("task", sort=True):
+        figure, axis = plt.subplots(figsize=(5.5, 3.6))
+        for method, by_method in block.groupby("method", sort=True):
+            stats = by_method.groupby("shots")["value"].agg(["mean", "std", "count"]).sort_index()
+            _band(
+                axis,
+                stats.index.to_numpy(),
+                stats["mean"].to_numpy() * HEADLINE.scale,
+                stats["std"].to_numpy() * HEADLINE.scale,
+                colours[method],
+                method,
+            )
+        shots = sorted(set(block["shots"]))
+        if len(shots) > 1 and shots[0] > 0:
+            axis.set_xscale("log")
+        _scale_axes(axis, block.groupby(["method", "shots"])["value"].mean().to_numpy() * HEADLINE.scale)
+        axis.set_xticks(shots, [str(k) for k in shots])
+        axis.set_xlabel("K (shots)")
+        axis.set_ylabel(f"{HEADLINE.label} (lower is better)")
+        seeds = block.groupby(["method", "shots"])["seed"].nunique()
+        axis.set_title(f"{task}: {checkpoint} checkpoint, {rule}; n = {seeds.min()}-{seeds.max()} seeds", fontsize=8)
+        axis.legend(fontsize=6, ncol=2, frameon=False)
+        figures[f"kid_vs_k_{task}_{_slug(checkpoint)}"] = figure
+    return figures
+
+
+def adaptation_curves(results: pd.DataFrame, rule: str) -> dict[str, Figure]:
+    """Per task and K: validation KID against adaptation steps per method (mean, +/- 1 std band over seeds)."""
+    rows = results[results["checkpoint"].eq(CURVE) & results["metric"].eq(HEADLINE.metric) & results["value"].notna()]
+    return _curves(rows, "checkpoint_step", "value", HEADLINE.scale, f"validation {HEADLINE.label} (lower is better)", "adaptation_curve", rule)
+
+
+def training_curves(training: pd.DataFrame, results: pd.DataFrame) -> dict[str, Figure]:
+    """Per task and K, from the runs' training logs: the discriminator's and generator's losses and the validation
+    KID against the step, per method (mean over seeds, +/- 1 std band), at the draws the results report."""
+    reported = results[["task", "shots", "method", "draw"]].drop_duplicates()
+    training = training.merge(reported, on=["task", "shots", "method", "draw"], how="inner")
+    figures = {}
+    quantities = [("loss_d", "D loss", 1.0), ("loss_g", "G loss", 1.0), ("kid_validation", f"validation {HEADLINE.label}", HEADLINE.scale)]
+    colours = method_colours(sorted(set(results["method"])))
+    for (task, shots), block in training.groupby(["task", "shots"], sort=True):
+        figure, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+        for axis, (quantity, label, scale) in zip(axes, quantities, strict=True):
+            rows = block[block["quantity"].eq(quantity) & block["value"].notna()]
+            for method, by_method in rows.groupby("method", sort=True):
+                stats = by_method.groupby("step")["value"].agg(["mean", "std"]).sort_index()
+                _band(axis, stats.index.to_numpy(), stats["mean"].to_numpy() * scale, stats["std"].to_numpy() * scale, colours[method], method)
+            if quantity == "kid_validation" and not rows.empty:
+                _scale_axes(axis, rows.groupby(["method", "step"])["value"].mean().to_numpy() * scale)
+            axis.set_xlabel("adaptation step")
+            axis.set_ylabel(label)
+            if rows.empty:
+                axis.text(0.5, 0.5, "not logged", ha="center", va="center", transform=axis.transAxes)
+        axes[0].legend(fontsize=6, ncol=2, frameon=False)
+        figure.suptitle(f"{task}, K = {shots}: training logs, mean over {block['seed'].nunique()} seeds", fontsize=9)
+        figure.tight_layout()
+        figures[f"training_{task}_k{shots}"] = figure
+    return figures
+
+
+def _curves(rows: pd.DataFrame, x: str, y: str, scale: float, ylabel: str, prefix: str, rule: str) -> dict[str, Figure]:
+    colours = method_colours(sorted(set(rows["method"])))
+    figures = {}
+    for (task, shots), block in rows.groupby(["task", "shots"], sort=True):
+        figure, axis = plt.subplots(figsize=(5.5, 3.6))
+        for method, by_method in block.groupby("method", sort=True):
+            stats = by_method.groupby(x)[y].agg(["mean", "std"]).sort_index()
+            _band(axis, stats.index.to_numpy(), stats["mean"].to_numpy() * scale, stats["std"].to_numpy() * scale, colours[method], method)
+        _scale_axes(axis, block.groupby(["method", x])[y].mean().to_numpy() * scale, steps=True)
+        axis.set_xlabel("adaptation step")
+        axis.set_ylabel(ylabel)
+        axis.set_title(f"{task}, K = {shots}: {rule}; mean +/- std over {block['seed'].nunique()} seeds", fontsize=8)
+        axis.legend(fontsize=6, ncol=2, frameon=False)
+        figures[f"{prefix}_{task}_k{shots}"] = figure
+    return figures
+
+
+def panel_runs(panels: dict[str, np.ndarray], results: pd.DataFrame) -> pd.DataFrame:
+    """The panel entries of the reported draws (each method's draw at the final checkpoint), first seed only."""
+    index = pd.DataFrame(json.loads(str(panels["index"]))["runs"])
+    reported = results[results["checkpoint"].eq(FINAL)][["task", "shots", "method", "draw"]].drop_duplicates()
+    index = index.merge(reported, on=["task", "shots", "method", "draw"], how="inner")
+    first_seed = index.groupby(["task", "shots"])["seed"].transform("min")
+    return index[index["seed"].eq(first_seed)].sort_values(["task", "shots", "method"]).reset_index(drop=True)
+
+
+def _mosaic(rows: list[np.ndarray | None], columns: int, gap: int = 2) -> np.ndarray:
+    """Rows of uint8 N x C x H x W images as one grey or RGB picture (missing rows and cells left white)."""
+    shape = next(row.shape[1:] for row in rows if row is not None)
+    channels, height, width = shape
+    picture = np.full((len(rows) * (height + gap), columns * (width + gap), channels), 255, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for c, image in enumerate([] if row is None else row[:columns]):
+            top, left = r * (height + gap), c * (width + gap)
+            picture[top : top + height, left : left + width] = image.transpose(1, 2, 0)
+    return picture[..., 0] if channels == 1 else picture
+
+
+def sample_grids(panels: dict[str, np.ndarray], results: pd.DataFrame) -> dict[str, Figure]:
+    """Per task and K: the K real shots (first row), then each method's samples from the same latent codes."""
+    runs = panel_runs(panels, results)
+    figures = {}
+    for (task, shots), block in runs.groupby(["task", "shots"], sort=True):
+        real = panels[block["shots_array"].iloc[0]]
+        rows = [real] + [panels[name] if isinstance(name, str) else None for name in block.get("samples_array", [None] * len(block))]
+        labels = [f"{len(real)} real shots" + (f" (first {GRID_COLUMNS})" if len(real) > GRID_COLUMNS else "")]
+        labels += [m if status != "diverged" else f"{m} (diverged)" for m, status in zip(block["method"], block["status"], strict=True)]
+        figures[f"samples_{task}_k{shots}"] = _picture(
+            rows, labels, f"{task}, K = {shots}: samples from the same latent codes (seed {block['seed'].iloc[0]}, final checkpoint)"
+        )
+    return figures
+
+
+def _picture(rows: list[np.ndarray | None], labels: list[str], title: str) -> Figure:
+    columns = min(GRID_COLUMNS, max(len(row) for row in rows if row is not None))
+    picture = _mosaic(rows, columns)
+    height = picture.shape[0] / len(rows)
+    figure, axis = plt.subplots(figsize=(1.2 + 0.45 * columns, 0.45 * len(rows) + 0.6))
+    axis.imshow(picture, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    axis.set_yticks([height * (i + 0.5) for i in range(len(rows))], labels, fontsize=7)
+    axis.set_xticks([])
+    for side in axis.spines.values():
+        side.set_visible(False)
+    axis.set_title(title, fontsize=8)
+    return figure
+
+
+def nearest_shot_panels(panels: dict[str, np.ndarray], results: pd.DataFrame) -> dict[str, Figure]:
+    """Per task and K: for each method its `PANEL_PAIRS` samples closest to a training shot, each beside that
+    shot, labelled with the encoder-LPIPS distance; "copy" where it is below the run's memorisation threshold
+    (the quantile of held-out real images' nearest-shot distances: what the memorised share counts)."""
+    runs = panel_runs(panels, results)
+    thresholds = _thresholds(results)
+    figures = {}
+    for (task, shots), block in runs.groupby(["task", "shots"], sort=True):
+        real = panels[block["shots_array"].iloc[0]]
+        block = block[block["status"].ne("diverged")]
+        if block.empty:
+            continue
+        figure, axes = plt.subplots(len(block), 1, figsize=(2 * PANEL_PAIRS + 1.5, 0.95 * len(block) + 0.4), squeeze=False)
+        for axis, (_, run) in zip(axes[:, 0], block.iterrows(), strict=True):
+            samples, nearest, distance = panels[run["samples_array"]], panels[run["nearest_array"]], panels[run["distance_array"]]
+            order = np.argsort(distance, kind="stable")[:PANEL_PAIRS]
+            pairs = []
+            for i in order:
+                pairs += [samples[i], real[nearest[i]], np.full_like(samples[i], 255)]
+            axis.imshow(_mosaic([np.stack(pairs)], len(pairs)), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            threshold = thresholds.get((run["task"], run["shots"], run["method"], run["draw"], run["seed"]))
+            width = samples.shape[-1] + 2
+            for slot, i in enumerate(order):
+                flag = " copy" if threshold is not None and distance[i] < threshold else ""
+                axis.text((3 * slot + 1) * width, -2, f"d={distance[i]:.3f}{flag}", ha="center", va="bottom", fontsize=6)
+            label = run["method"] if threshold is None else f"{run['method']}\ncopy: d < {threshold:.3f}"
+            axis.set_yticks([samples.shape[-2] / 2], [label], fontsize=7)
+            axis.set_xticks([])
+            for side in axis.spines.values():
+                side.set_visible(False)
+        figure.suptitle(
+            f"{task}, K = {shots}: each sample beside its nearest shot (encoder-LPIPS d; 'copy': below the memorisation threshold)", fontsize=8
+        )
+        figure.tight_layout()
+        figures[f"nearest_{task}_k{shots}"] = figure
+    return figures
+
+
+def _thresholds(results: pd.DataFrame) -> dict[tuple, float]:
+    rows = results[results["checkpoint"].eq(FINAL) & results["metric"].eq("memorisation_share") & results["value"].notna()]
+    out = {}
+    for _, row in rows.iterrows():
+        threshold = json.loads(row["details"]).get("threshold") if isinstance(row.get("details"), str) else None
+        if threshold is not None:
+            out[(row["task"], row["shots"], row["method"], row["draw"], row["seed"])] = float(threshold)
+    return out
+
+
+def critical_difference(rank_result, title: str) -> Figure:
+    """autorank's critical-difference diagram: mean ranks, methods joined where Nemenyi does not separate them."""
+    from autorank import plot_stats
+
+    figure, axis = plt.subplots(figsize=(7, 3))
+    plot_stats(rank_result, allow_insignificant=True, ax=axis)
+    axis.set_title(title, fontsize=8)
+    return figure
+
+
+def _slug(text: str) -> str:
+    return "".join(character if character.isalnum() else "_" for character in text).strip("_")

@@ -1,0 +1,85 @@
+"""What the paper outputs are rendered from: a results folder, read without training or scoring anything.
+
+A folder holds `results.csv` (the tidy results of `collect`), and where they were gathered, `training.csv` (the
+runs' training logs, `collect-training`) and `panels.npz` (generated samples with their nearest shots, `panels`).
+Each may be gzip-compressed (`.csv.gz`), as in the committed reference results (`reports/reference/`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.errors import BenchmarkError
+from benchmark.hparam_selection import CELL, DEFAULTS, TARGET_VALIDATION, select_draws
+from benchmark.results import HEADLINE, at_selected_draws
+from benchmark.selection import CHECKPOINTS, CURVE
+
+RESULTS_NAME, TRAINING_NAME, PANELS_NAME = "results.csv", "training.csv", "panels.npz"
+
+
+@dataclass(frozen=True)
+class PaperInputs:
+    """The results at the hyperparameter draws the paper reports (`rule`), with what else the folder holds."""
+
+    results: pd.DataFrame  # every checkpoint (and the adaptation curve) at the reported draws
+    rule: str  # how each method's draw was chosen: DEFAULTS without a sweep, else TARGET_VALIDATION
+    training: pd.DataFrame | None  # tidy training logs, or None when the folder has none
+    panels: dict[str, np.ndarray] | None  # arrays of `benchmark.stages.panels`, or None
+    folder: Path
+
+
+def find(folder: Path, name: str) -> Path | None:
+    """`name` in `folder`, or its gzip-compressed form; None when neither exists."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_results_folder(folder: Path, oracle_draws: bool = False) -> PaperInputs:
+    folder = Path(folder)
+    results_path = find(folder, RESULTS_NAME)
+    if results_path is None:
+        raise BenchmarkError(
+            f"{folder} has no {RESULTS_NAME} (nor {RESULTS_NAME}.gz). Point --input-dir at a run's results folder after "
+            "its `collect` stage, or at reports/reference for the committed reference results."
+        )
+    try:
+        results = pd.read_csv(results_path)
+    except (OSError, ValueError) as error:
+        raise BenchmarkError(f"{results_path} is not a readable results CSV ({error}). Rerun the collect stage.") from error
+    missing = sorted({*CELL, "checkpoint", "seed", "metric", "value", "status"} - set(results.columns))
+    if missing:
+        raise BenchmarkError(f"{results_path} lacks the column(s) {', '.join(missing)}: it is not a results CSV of `ganbench collect`.")
+    if results.empty:
+        raise BenchmarkError(f"{results_path} has no rows. Run the benchmark first.")
+    results, rule = at_reported_draws(results, oracle_draws)
+    training_path = find(folder, TRAINING_NAME)
+    training = pd.read_csv(training_path) if training_path else None
+    panels_path = folder / PANELS_NAME
+    panels = None
+    if panels_path.is_file():
+        with np.load(panels_path, allow_pickle=False) as stored:
+            panels = {key: stored[key] for key in stored.files}
+    return PaperInputs(results, rule, training, panels, folder)
+
+
+def at_reported_draws(results: pd.DataFrame, oracle_draws: bool = False) -> tuple[pd.DataFrame, str]:
+    """Without a sweep, every run is draw 0 (the defaults). With one, each method at the draw the *target
+    validation* rule selects per checkpoint (as in the results report); `oracle_draws` only widens what
+    `select_draws` computes, the paper never reports an oracle-selected draw."""
+    results = results.assign(draw=results["draw"].fillna(0).astype(int) if "draw" in results else 0)
+    if results["draw"].nunique() <= 1:
+        return results, DEFAULTS
+    selections = {checkpoint: select_draws(results, checkpoint, HEADLINE.metric, oracle=oracle_draws) for checkpoint in CHECKPOINTS}
+    return at_selected_draws(results, selections, TARGET_VALIDATION), TARGET_VALIDATION
+
+
+def checkpoints_present(results: pd.DataFrame) -> list[str]:
+    """The checkpoint labels with results, in the order tables show them (the adaptation curve is not one)."""
+    present = set(results["checkpoint"]) - {CURVE}
+    return [name for name in CHECKPOINTS if name in present] + sorted(present - set(CHECKPOINTS))

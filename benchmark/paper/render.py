@@ -1,0 +1,332 @@
+"""All paper outputs of one results folder, written together into one output folder (or not at all).
+
+Layout of the output folder:
+- `paper.md` and `paper.html`: every table with its caption, the statistics across tasks and the power analysis,
+  with what each number means;
+- `tables/<task>_k<K>_<checkpoint>_<group>.md` and `.tex` (booktabs, for `\\input`), and `tables.csv` (every
+  table's numbers, tidy); `ranks.csv`, `aggregate.csv`, `improvement.csv`, `power.csv`;
+- `figures/<name>.png` and `.pdf`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.errors import BenchmarkError
+from benchmark.paper import aggregate, figures, power
+from benchmark.paper.compare import compare_results
+from benchmark.paper.inputs import PaperInputs, checkpoints_present, read_results_folder
+from benchmark.paper.tables import BASELINE, GROUPS, PaperTable, build_table
+from benchmark.results import HEADLINE, NO_TRANSFER
+from benchmark.selection import ORACLE
+from benchmark.settings import PaperSettings
+
+log = logging.getLogger(__name__)
+
+FINETUNE_FAMILY = ("finetune", "freeze_d", "l2sp")  # the near-tied methods the power question is about
+
+
+def render_paper(
+    input_dir: Path, output_dir: Path, settings: PaperSettings, oracle_draws: bool = False, reference_dir: Path | None = None
+) -> list[Path]:
+    """Read `input_dir` (a results folder), render everything into `output_dir`, replacing it whole; with
+    `reference_dir` (e.g. reports/reference), also compare the results with those (`compare.csv`)."""
+    started = time.perf_counter()
+    inputs = read_results_folder(input_dir, oracle_draws)
+    reference = read_results_folder(reference_dir, oracle_draws) if reference_dir is not None else None
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        written = _render_into(inputs, staging, settings, reference)
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        staging.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("paper outputs of %s: %d files in %s (%.1f s)", input_dir, len(written), output_dir, time.perf_counter() - started)
+    return [output_dir / path.relative_to(staging) for path in written]
+
+
+def _render_into(inputs: PaperInputs, folder: Path, settings: PaperSettings, reference: PaperInputs | None = None) -> list[Path]:
+    results = inputs.results
+    written: list[Path] = []
+    lines = _preamble(inputs, settings)
+    html_parts: list[str] = []
+    tables: list[PaperTable] = []
+    table_folder = folder / "tables"
+    table_folder.mkdir(parents=True)
+    for checkpoint in checkpoints_present(results):
+        if checkpoint == ORACLE:
+            continue  # tables report honest selections only; the oracle stays in results.md, labelled
+        for (task, kind, shots), rows in results[results["checkpoint"].eq(checkpoint)].groupby(["task", "task_kind", "shots"], sort=True):
+            for group, columns in GROUPS.items():
+                name = f"{task}_k{shots}_{figures._slug(checkpoint)}_{group}"
+                in_group = rows[rows["metric"].isin([column.metric for column in columns])]
+                spaces = ", ".join(sorted(set(in_group["feature_space"].dropna()))) if "feature_space" in rows else "n/a"
+                cells = "mean [95% t-interval]" if settings.intervals else "mean +/- std"
+                caption = (
+                    f"{task} ({kind}), K = {shots}: {group}. Checkpoint: {checkpoint}; hyperparameters: {inputs.rule}. "
+                    f"{cells.capitalize()} over seeds (n); bold: best; {TIE_MARK_TEXT}. Feature space: {spaces or 'n/a'}."
+                )
+                table = build_table(rows, group, caption, name, intervals=settings.intervals)
+                if table is None:
+                    continue
+                tables.append(table)
+                written += _write(table_folder / f"{name}.md", f"{caption}\n\n{table.markdown}\n")
+                written += _write(table_folder / f"{name}.tex", table.latex)
+                lines += [f"### {caption}", "", table.markdown, ""]
+                html_parts += [f"<h3>{_html_escape(caption)}</h3>", table.html]
+    if not tables:
+        raise BenchmarkError("No results to tabulate: every run lacks metrics at the final and validation-selected checkpoints.")
+    numbers = pd.concat([table.numbers for table in tables], ignore_index=True)
+    written += _write(folder / "tables.csv", numbers.to_csv(index=False))
+    figure_folder = folder / "figures"
+    across, across_frames = _across_tasks(results, settings, figure_folder, written)
+    lines += across
+    power_lines, power_frame = _power(results, settings)
+    lines += power_lines
+    for name, frame in {**across_frames, "power": power_frame}.items():
+        written += _write(folder / f"{name}.csv", frame.to_csv(index=False))
+    if reference is not None:
+        comparison = compare_results(results, reference.results, settings.alpha)
+        written += _write(folder / "compare.csv", comparison.to_csv(index=False))
+        lines += _comparison_lines(comparison, reference)
+    written += _figures(inputs, figure_folder)
+    lines += ["## Figures", "", *[f"- `figures/{path.name}`" for path in sorted(written) if path.suffix == ".png"], ""]
+    markdown = "\n".join(lines)
+    written += _write(folder / "paper.md", markdown)
+    written += _write(folder / "paper.html", _html_page(markdown, html_parts))
+    return written
+
+
+TIE_MARK_TEXT = "\u2020 tied with the best (95% intervals overlap)"
+
+
+def _preamble(inputs: PaperInputs, settings: PaperSettings) -> list[str]:
+    results = inputs.results
+    runs = results.drop_duplicates(["task", "shots", "method", "draw", "seed"])
+    versions = ", ".join(sorted(set(results["code_version"].dropna()))) if "code_version" in results else "n/a"
+    return [
+        "# Paper outputs",
+        "",
+        f"Rendered from `{inputs.folder}`: {len(runs)} runs ({results['task'].nunique()} tasks, {results['method'].nunique()} methods, "
+        f"{results['seed'].nunique()} seeds), code version(s) {versions}. Hyperparameters: {inputs.rule}.",
+        "",
+        f"Tables: {'mean [95% t-interval]' if settings.intervals else 'mean +/- sample std (95% t-intervals with paper.intervals: true)'} over seeds, n seeds;"
+        f" bold: the best mean of a column among methods without diverged seeds; {TIE_MARK_TEXT}. Arrows give each"
+        " metric's direction (->1: closest to 1 is best). A diverged seed is counted beside n and never enters a mean;"
+        ' "n/a": the metric was not computed for this run. The fidelity tables compare each method with'
+        f" `{BASELINE}` on the same seeds (same K shots, same pretraining): wins/losses on {HEADLINE.label} and the"
+        " two-sided paired t-test's p-value (with 2-3 seeds, only large, consistent differences reach p < 0.05).",
+        "",
+        "Checkpoints: *final* is the last step, *validation-selected* the evaluation step with the best validation-split"
+        " score (held out from the reference set). Oracle selections are never tabulated here.",
+        "",
+    ]
+
+
+def _across_tasks(
+    results: pd.DataFrame, settings: PaperSettings, figure_folder: Path, written: list[Path]
+) -> tuple[list[str], dict[str, pd.DataFrame]]:
+    lines = ["## Across tasks", "", *_docstring_paragraphs(aggregate.__doc__), ""]
+    frames: dict[str, list[pd.DataFrame]] = {"ranks": [], "aggregate": [], "improvement": []}
+    for checkpoint in checkpoints_present(results):
+        if checkpoint == ORACLE:
+            continue
+        rows = results[results["checkpoint"].eq(checkpoint)]
+        lines += [f"### Checkpoint: {checkpoint}", ""]
+        test = aggregate.rank_test(rows, settings.alpha)
+        if test is None:
+            complete, dropped = aggregate.score_matrix(rows)
+            lines += [
+                f"No rank test: {len(complete)} complete (task, K, seed) blocks ({dropped} left out for missing scores); "
+                f"autorank needs {aggregate.MIN_BLOCKS} and two methods.",
+                "",
+            ]
+        else:
+            verdict = "the methods' ranks differ" if test.p_value < settings.alpha else "no difference in ranks is resolved"
+            cd = "n/a" if test.critical_difference is None else f"{test.critical_difference:.2f}"
+            lines += [
+                f"{test.omnibus.capitalize()} test over {test.blocks} blocks ({test.dropped_blocks} left out for missing scores): "
+                f"p = {test.p_value:.2g}, {verdict} at alpha = {settings.alpha}. Post-hoc: {test.posthoc}, critical difference {cd}.",
+                "",
+                test.ranks.to_markdown(index=False, floatfmt=".2f"),
+                "",
+            ]
+            frames["ranks"].append(
+                test.ranks.assign(checkpoint=checkpoint, p_value=test.p_value, critical_difference=test.critical_difference, blocks=test.blocks)
+            )
+            name = f"critical_difference_{figures._slug(checkpoint)}"
+            title = f"Mean rank of {HEADLINE.label} over {test.blocks} (task, K, seed) blocks, {checkpoint} checkpoint; {test.omnibus} p = {test.p_value:.2g}"
+            written += figures.save(figures.critical_difference(test.result, title), figure_folder, name)
+        scores = aggregate.normalised_scores(rows)
+        if scores.empty:
+            lines += [f"No task has a `{NO_TRANSFER}` run to normalise by: no aggregate score.", ""]
+            continue
+        summary = aggregate.aggregate_scores(scores, settings.bootstrap_resamples, settings.bootstrap_seed)
+        lines += [
+            f"IQM of KID / mean KID of {NO_TRANSFER} (lower is better; below 1: transfer helped), 95% stratified-bootstrap interval:",
+            "",
+            summary.to_markdown(index=False, floatfmt=".3g"),
+            "",
+        ]
+        improvement = aggregate.improvement_probabilities(scores, settings.bootstrap_resamples, settings.bootstrap_seed)
+        if not improvement.empty:
+            matrix = improvement.assign(text=[_probability_text(row) for _, row in improvement.iterrows()]).pivot(
+                index="method", columns="versus", values="text"
+            )
+            lines += [
+                "P(row method has a lower KID than column method), 95% interval; * where the interval excludes 0.5:",
+                "",
+                matrix.fillna("").to_markdown(),
+                "",
+            ]
+        frames["aggregate"].append(summary.assign(checkpoint=checkpoint))
+        frames["improvement"].append(improvement.assign(checkpoint=checkpoint))
+    return lines, {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for name, parts in frames.items()}
+
+
+def _comparison_lines(comparison: pd.DataFrame, reference: PaperInputs) -> list[str]:
+    lines = ["## Against the reference results", "", *_docstring_paragraphs(compare_module_doc()), ""]
+    if comparison.empty:
+        return [*lines, f"No task, K, method and metric is shared with `{reference.folder}`: nothing to compare.", ""]
+    counts = comparison["verdict"].value_counts()
+    lines += [
+        f"Compared with `{reference.folder}` on {len(comparison)} (task, K, method, checkpoint, metric) cells: "
+        + ", ".join(f"{counts.get(verdict, 0)} {verdict}" for verdict in ("identical", "within seed spread", "DIFFERENT"))
+        + ". Headline metric:",
+        "",
+    ]
+    headline = comparison[comparison["metric"].eq(HEADLINE.metric)]
+    columns = ["task", "shots", "method", "checkpoint", "mean", "reference_mean", "relative_difference", "p_value", "verdict"]
+    return [*lines, headline[columns].to_markdown(index=False, floatfmt=".3g"), ""]
+
+
+def compare_module_doc() -> str | None:
+    from benchmark.paper import compare
+
+    return compare.__doc__
+
+
+def _probability_text(row: pd.Series) -> str:
+    if pd.isna(row["ci_low"]):
+        return f"{row['probability']:.2f}"
+    resolved = "*" if row["ci_low"] > 0.5 or row["ci_high"] < 0.5 else ""
+    return f"{row['probability']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]{resolved}"
+
+
+def _power(results: pd.DataFrame, settings: PaperSettings) -> tuple[list[str], pd.DataFrame]:
+    from benchmark.selection import SELECTED
+
+    checkpoint = SELECTED if results["checkpoint"].eq(SELECTED).any() else checkpoints_present(results)[0]
+    rows = results[results["checkpoint"].eq(checkpoint)]
+    table = power.power_table(rows, settings.effect, settings.alpha, settings.power, settings.planned_seeds)
+    lines = ["## Power: how many seeds resolve a difference", "", *_docstring_paragraphs(power.__doc__), ""]
+    if table.empty:
+        return [*lines, "No pair of methods completed two or more seeds on the same task: no seed spread to plan from.", ""], table
+    effect = f"{settings.effect:.0%}"
+    summary = power.power_summary(table)
+    seeds = results["seed"].nunique()
+    lines += [
+        f"Checkpoint: {checkpoint}. Seeds a paired t-test needs to resolve a {effect} difference in {HEADLINE.label} "
+        f"(alpha = {settings.alpha}, power = {settings.power}), over every pair of methods: quartiles; relative sd is the "
+        f"sd of the paired differences over the pair's mean KID (measured on {seeds} seeds).",
+        "",
+        summary.to_markdown(index=False, floatfmt=".3g"),
+        "",
+    ]
+    family = table[table["method"].isin(FINETUNE_FAMILY) & table["versus"].isin(FINETUNE_FAMILY)]
+    if not family.empty:
+        columns = [
+            "task",
+            "shots",
+            "method",
+            "versus",
+            "pairs",
+            "observed_relative_difference",
+            "relative_sd",
+            "seeds_needed",
+            "resolvable_relative_difference",
+        ]
+        lines += [
+            f"The fine-tuning family ({', '.join(FINETUNE_FAMILY)}): observed relative difference, seeds needed for {effect}, and the smallest "
+            f"relative difference {settings.planned_seeds} seeds (paper.planned_seeds; the full preset's count) resolve:",
+            "",
+            family[columns].to_markdown(index=False, floatfmt=".3g"),
+            "",
+        ]
+    median = summary["seeds_median"].replace(float("inf"), float("nan")).median()
+    resolvable = table["resolvable_relative_difference"].median()
+    lines += [
+        f"Verdict: the median pair needs {_count(median)} seeds for a {effect} difference; {settings.planned_seeds} seeds resolve, "
+        f"for the median pair, differences of {resolvable:.0%} or more. Differences smaller than that between methods "
+        "(the fine-tuning family above) are not resolved by such a preset; more seeds (each with its own shot draw) are "
+        "the remedy, at the cost the table states.",
+        "",
+    ]
+    return lines, table
+
+
+def _count(value: float) -> str:
+    return "more than 10,000" if pd.isna(value) else f"{value:.0f}"
+
+
+def _figures(inputs: PaperInputs, folder: Path) -> list[Path]:
+    results, rule = inputs.results, inputs.rule
+    made: dict = {}
+    for checkpoint in checkpoints_present(results):
+        if checkpoint != ORACLE:
+            made |= figures.metric_vs_shots(results, checkpoint, rule)
+    made |= figures.adaptation_curves(results, rule)
+    if inputs.training is not None and not inputs.training.empty:
+        made |= figures.training_curves(inputs.training, results)
+    else:
+        log.warning("no training logs in %s: training curves left out (run the collect_training rule)", inputs.folder)
+    if inputs.panels is not None:
+        made |= figures.sample_grids(inputs.panels, results)
+        made |= figures.nearest_shot_panels(inputs.panels, results)
+    else:
+        log.warning("no sample panels in %s: sample grids and nearest-shot panels left out (run the panels rule)", inputs.folder)
+    paths: list[Path] = []
+    for name, figure in made.items():
+        paths += figures.save(figure, folder, name)
+    return paths
+
+
+def _write(path: Path, text: str) -> list[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return [path]
+
+
+def _docstring_paragraphs(doc: str | None) -> list[str]:
+    """A module docstring's body (after its first paragraph) as report text."""
+    parts = (doc or "").strip().split("\n\n", 1)
+    return [line.strip() if not line.startswith("  ") else "  " + line.strip() for line in parts[-1].splitlines()] if len(parts) > 1 else []
+
+
+def _html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def _html_page(markdown: str, tables_html: list[str]) -> str:
+    """A standalone page: the tables as HTML, then the rest of the text as preformatted Markdown."""
+    import html
+
+    body = "\n".join(tables_html)
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Paper outputs</title>"
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto} table{border-collapse:collapse;font-size:12px}"
+        "td,th{border-bottom:1px solid #ccc;padding:2px 6px;text-align:right} pre{white-space:pre-wrap;font-size:12px}</style>"
+        f"</head><body><h1>Paper outputs</h1>{body}<h2>Full text</h2><pre>{html.escape(markdown)}</pre></body></html>"
+    )

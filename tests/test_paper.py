@@ -1,0 +1,249 @@
+"""Paper outputs (benchmark/paper/): the renderer on a committed fixture gives exactly the expected Markdown and
+LaTeX, the statistics agree with independent computations, and the figures are made and not empty.
+
+The fixture (`tests/fixtures/paper/results.csv`) is a slice of a real medical-preset run (4 methods, 2 tasks,
+3 seeds), with three defects put in on purpose: freeze_d's seed 2 on the rare-class task diverged, l2sp has no
+precision on fashion_to_xray, and scratch's seed 1 has no final-checkpoint metrics at all on fashion_to_xray.
+Regenerate the expected files after an intended change with GANBENCH_WRITE_GOLDEN=1 and review their diff.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy import stats
+
+from benchmark.errors import BenchmarkError
+from benchmark.paper import aggregate, power
+from benchmark.paper.compare import compare_results
+from benchmark.paper.inputs import read_results_folder
+from benchmark.paper.render import render_paper
+from benchmark.paper.tables import build_table, mark_best, paired_comparison, seed_statistics
+from benchmark.results import FIDELITY, HEADLINE, MetricColumn
+from benchmark.settings import PaperSettings
+from conftest import REPO, run_cli
+
+FIXTURE = REPO / "tests" / "fixtures" / "paper"
+EXPECTED = FIXTURE / "expected"
+WRITE = os.environ.get("GANBENCH_WRITE_GOLDEN") == "1"
+SETTINGS = PaperSettings.from_json('{"bootstrap_resamples": 500}')
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("paper") / "paper"
+    render_paper(FIXTURE, output, SETTINGS)
+    return output
+
+
+def test_tables_match_the_golden_files(rendered):
+    names = sorted(path.name for path in (rendered / "tables").iterdir())
+    assert len(names) == 16  # 2 tasks x 2 checkpoints x 2 groups, .md and .tex
+    if WRITE:
+        EXPECTED.mkdir(exist_ok=True)
+        for name in names:
+            (EXPECTED / name).write_text((rendered / "tables" / name).read_text())
+    assert sorted(path.name for path in EXPECTED.iterdir()) == names
+    for name in names:
+        assert (rendered / "tables" / name).read_text() == (EXPECTED / name).read_text(), name
+
+
+def test_missing_and_diverged_show_as_such_never_as_zero(rendered):
+    rare = (rendered / "tables" / "xray_normal_to_pneumonia_k10_final_fidelity.md").read_text()
+    freeze_d = next(line for line in rare.splitlines() if line.startswith("| freeze_d"))
+    assert "2 + 1 diverged" in freeze_d  # its mean is over the 2 seeds that completed, the failure counted beside
+    assert "**" not in freeze_d and "\u2020" not in freeze_d  # never best nor tied: its mean leaves a failure out
+    fashion = (rendered / "tables" / "fashion_to_xray_k10_final_fidelity.md").read_text()
+    l2sp = [cell.strip() for cell in next(line for line in fashion.splitlines() if line.startswith("| l2sp")).split("|")]
+    header = [cell.strip() for cell in fashion.splitlines()[2].split("|")]
+    assert l2sp[header.index("precision \u2191 [domain encoder]")] == "n/a"
+    scratch = next(line for line in fashion.splitlines() if line.startswith("| scratch"))
+    assert scratch.split("|")[-3].strip() == "2"  # the seed without metrics is missing, not a zero
+    numbers = pd.read_csv(rendered / "tables.csv")
+    assert not ((numbers["method"] == "l2sp") & (numbers["metric"] == "precision") & numbers["table"].str.startswith("fashion")).any()
+
+
+def test_latex_is_booktabs_and_compiles(rendered, tmp_path):
+    """Every .tex table is a booktabs table; with a TeX engine (`.ci/run` installs Debian's texlive-latex-base and
+    texlive-latex-recommended) all of them compile in one document."""
+    tables = sorted((rendered / "tables").glob("*.tex"))
+    for table in tables:
+        text = table.read_text()
+        assert text.count(r"\toprule") == text.count(r"\midrule") == text.count(r"\bottomrule") == 1
+        assert r"\begin{tabular}" in text and r"\end{table}" in text and "freeze\\_d" in text
+    document = tmp_path / "tables.tex"
+    inputs = "\n".join(rf"\input{{{table}}}" for table in tables)
+    document.write_text(
+        rf"\documentclass{{article}}\usepackage{{booktabs}}\usepackage[margin=1cm,landscape]{{geometry}}\begin{{document}}{inputs}\end{{document}}"
+    )
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended); structure checked above")
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert (tmp_path / "tables.pdf").stat().st_size > 10_000
+
+
+def test_figures_are_made_and_not_empty(rendered):
+    figures = rendered / "figures"
+    names = {path.stem for path in figures.glob("*.png")}
+    # At the final checkpoint the fixture's two defects leave 4 complete (task, K, seed) blocks: too few to rank.
+    assert "critical_difference_validation_selected" in names and "critical_difference_final" not in names
+    assert "No rank test: 4 complete (task, K, seed) blocks (2 left out for missing scores)" in (rendered / "paper.md").read_text()
+    assert {f"adaptation_curve_{task}_k10" for task in ("fashion_to_xray", "xray_normal_to_pneumonia")} <= names
+    assert {f"kid_vs_k_{task}_final" for task in ("fashion_to_xray", "xray_normal_to_pneumonia")} <= names
+    for png in figures.glob("*.png"):
+        pixels = np.asarray(Image.open(png).convert("L"))
+        assert pixels.shape[0] > 100 and pixels.std() > 5, png.name  # not blank
+        assert png.with_suffix(".pdf").stat().st_size > 1000
+
+
+def test_bold_follows_each_metric_direction_and_ties_by_interval():
+    """A wrong direction (e.g. bolding the lowest precision) or ties without overlapping intervals fail here."""
+    values = {
+        "kid": {"a": [1.0, 1.1, 1.2], "b": [1.05, 1.15, 1.25], "c": [3.0, 3.1, 3.2]},
+        "precision": {"a": [1.0, 1.1, 1.2], "b": [1.05, 1.15, 1.25], "c": [3.0, 3.1, 3.2]},
+        "density": {"a": [0.4, 0.5, 0.6], "b": [1.2, 1.3, 1.4], "c": [3.0, 3.1, 3.2]},  # closest to 1: b, neither end
+    }
+    rows = pd.DataFrame(
+        [{"method": m, "metric": metric, "seed": s, "value": v, "status": "completed"}
+         for metric, by_method in values.items() for m, seeds in by_method.items() for s, v in enumerate(seeds)]
+    )  # fmt: skip
+    statistics = seed_statistics(rows)
+    kid = mark_best(statistics, MetricColumn("kid", "KID")).set_index("method")
+    assert kid.loc["a", "best"] and kid.loc["b", "tied"] and not kid.loc["c", "tied"]
+    precision = mark_best(statistics, MetricColumn("precision", "p", better="higher")).set_index("method")
+    assert precision.loc["c", "best"] and not precision.loc["a", "best"]
+    density = mark_best(statistics, MetricColumn("density", "d", better="~1")).set_index("method")
+    assert density.loc["b", "best"] and not density["best"].drop("b").any()
+    interval = stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3)
+    assert kid.loc["a", "ci_high"] == pytest.approx(1.1 + interval)
+
+
+def test_paired_comparison_is_the_paired_t_test():
+    """Paired by seed: an unpaired test (ttest_ind) on the same numbers gives p = 0.4, the paired one about 0.0002."""
+    finetune = [10.0, 20.0, 30.0, 40.0]
+    method = [9.0, 19.1, 28.9, 39.0]
+    rows = pd.DataFrame(
+        [{"method": name, "metric": "kid", "seed": seed, "value": value}
+         for name, values in (("finetune", finetune), ("x", method)) for seed, value in enumerate(values)]
+    )  # fmt: skip
+    result = paired_comparison(rows, HEADLINE).set_index("method").loc["x"]
+    assert (result["wins"], result["losses"], result["pairs"]) == (4, 0, 4)
+    assert result["p_value"] == pytest.approx(stats.ttest_rel(method, finetune).pvalue)
+    assert result["p_value"] < 0.001 < stats.ttest_ind(method, finetune).pvalue
+
+
+def test_rank_test_agrees_with_scipy_friedman():
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame(
+        [{"task": f"t{block % 3}", "shots": 5, "seed": block, "method": m, "metric": "kid", "value": rng.normal(shift, 1.0)}
+         for block in range(9) for m, shift in (("a", 0.0), ("b", 0.5), ("c", 2.0))]
+    )  # fmt: skip
+    test = aggregate.rank_test(rows)
+    matrix = rows.pivot_table(index=["task", "shots", "seed"], columns="method", values="value")
+    assert test.p_value == pytest.approx(stats.friedmanchisquare(*(matrix[m] for m in matrix)).pvalue)
+    ranks = matrix.rank(axis=1).mean()
+    assert dict(zip(test.ranks["method"], test.ranks["mean_rank"], strict=True)) == pytest.approx(ranks.to_dict())
+    assert test.omnibus == "friedman" and test.posthoc == "nemenyi" and test.blocks == 9
+
+
+def test_bootstrap_is_stratified():
+    """Runs are resampled within each task: with every task's runs constant the interval is a point. A bootstrap
+    that pooled the runs before resampling (rliable's unstratified one) would mix the tasks and give a wide one."""
+    scores = pd.DataFrame(
+        [{"task": task, "shots": 5, "seed": seed, "method": "m", "score": value}
+         for task, value in (("a", 1.0), ("b", 2.0), ("c", 9.0)) for seed in range(4)]
+    )  # fmt: skip
+    summary = aggregate.aggregate_scores(scores, resamples=500).iloc[0]
+    pooled = np.repeat([1.0, 2.0, 9.0], 4)
+    assert summary["iqm"] == pytest.approx(stats.trim_mean(pooled, 0.25))
+    assert summary["ci_low"] == pytest.approx(summary["iqm"]) and summary["ci_high"] == pytest.approx(summary["iqm"])
+    unstratified = stats.bootstrap((pooled,), lambda x, axis: stats.trim_mean(x, 0.25, axis=axis), n_resamples=500, rng=0, method="percentile")
+    assert unstratified.confidence_interval.high - unstratified.confidence_interval.low > 1.0
+
+
+def test_probability_of_improvement_counts_pairs_and_ties():
+    x, y = [np.array([1.0, 2.0])], [np.array([1.5, 3.0])]
+    assert aggregate.probability_lower(x, y) == pytest.approx(0.75)
+    assert aggregate.probability_lower([np.array([1.0])], [np.array([1.0])]) == pytest.approx(0.5)
+    two_tasks = aggregate.probability_lower([np.array([1.0]), np.array([5.0])], [np.array([2.0]), np.array([4.0])])
+    assert two_tasks == pytest.approx(0.5)  # the mean over tasks, not over pooled runs
+
+
+def test_seeds_needed_matches_the_noncentral_t_power():
+    """Checked against the power computed from the noncentral t distribution directly (two-sided, paired)."""
+    for effect in (0.5, 1.0, 2.0):
+        n = power.seeds_needed(effect, 0.05, 0.8)
+
+        def achieved(pairs: int, effect: float = effect) -> float:
+            critical = stats.t.ppf(0.975, pairs - 1)
+            noncentrality = effect * np.sqrt(pairs)
+            return stats.nct.sf(critical, pairs - 1, noncentrality) + stats.nct.cdf(-critical, pairs - 1, noncentrality)
+
+        assert achieved(int(n)) >= 0.8 > achieved(int(n) - 1), effect
+    assert power.seeds_needed(0.0, 0.05, 0.8) == float("inf")
+
+
+def test_power_table_reads_paired_spread():
+    rows = pd.DataFrame(
+        [{"task": "t", "shots": 5, "seed": seed, "method": m, "metric": "kid", "value": base + offset}
+         for seed, base in enumerate([1.0, 2.0, 3.0, 4.0]) for m, offset in (("a", 0.0), ("b", 0.1 + 0.01 * seed))]
+    )  # fmt: skip
+    table = power.power_table(rows, effect=0.1).iloc[0]
+    # The seed-to-seed spread (1..4) cancels in the pairs: only the differences' sd (0.0129) counts.
+    assert table["sd_difference"] == pytest.approx(np.std([0.1, 0.11, 0.12, 0.13], ddof=1))
+    assert table["seeds_needed"] <= 3
+
+
+def test_paper_cli_on_the_committed_reference_results(tmp_path):
+    """The reference results regenerate every table and figure offline (no training, no scoring), and exactly the
+    committed `paper.md`: a golden file on real results."""
+    output = tmp_path / "paper"
+    result = run_cli("paper", "--input-dir", "reports/reference", "--output-dir", str(output), cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = {path.stem for path in (output / "figures").glob("*.png")}
+    for task in ("omniglot_malayalam", "fashion_to_mnist"):
+        assert {f"{kind}_{task}_k10" for kind in ("samples", "nearest", "training", "adaptation_curve")} <= figures
+    assert {"critical_difference_final", "critical_difference_validation_selected"} <= figures
+    assert (output / "paper.md").read_text() == (REPO / "reports" / "reference" / "paper.md").read_text()
+
+
+def test_comparison_with_reference_results():
+    """The same results are identical cell by cell; a method whose KID is shifted far beyond the seed spread (+1.0
+    against values of 0.01-0.1) is DIFFERENT, while the others stay identical."""
+    frame = pd.read_csv(FIXTURE / "results.csv")
+    same = compare_results(frame, frame)
+    assert len(same) > 50 and same["verdict"].eq("identical").all() and "adaptation curve" not in set(same["checkpoint"])
+    changed = frame.copy()
+    worse = changed["method"].eq("l2sp") & changed["metric"].eq("kid")
+    changed.loc[worse, "value"] += 1.0
+    verdicts = compare_results(changed, frame).set_index(["task", "method", "checkpoint", "metric"])["verdict"]
+    assert set(verdicts.xs(("l2sp", "kid"), level=("method", "metric"))) == {"DIFFERENT"}
+    assert verdicts.drop("kid", level="metric").eq("identical").all()
+
+
+def test_a_folder_without_results_is_one_clear_error_and_leaves_nothing(tmp_path):
+    output = tmp_path / "paper"
+    with pytest.raises(BenchmarkError, match="has no results.csv"):
+        render_paper(tmp_path, output, SETTINGS)
+    assert not output.exists() and list(tmp_path.iterdir()) == []
+    result = run_cli("paper", "--input-dir", str(tmp_path), "--output-dir", str(output))
+    assert result.returncode == 2 and "reports/reference" in result.stderr and not output.exists()
+
+
+def test_reported_draws_follow_target_validation(tmp_path):
+    """With a sweep, each method's row is its target-validation draw, as in the results report."""
+    frame = pd.read_csv(FIXTURE / "results.csv")
+    other = frame.assign(draw=1, value=frame["value"] * 2)  # draw 1: twice the KID everywhere (validation curve too)
+    (tmp_path / "results.csv").write_text(pd.concat([frame.assign(draw=0), other]).to_csv(index=False))
+    inputs = read_results_folder(tmp_path)
+    assert inputs.rule == "target validation" and set(inputs.results["draw"]) == {0}
+    table = build_table(inputs.results[inputs.results["checkpoint"].eq("final")], "fidelity", "c", "n")
+    assert table is not None and set(FIDELITY[0].label.split()) <= set(table.caption.split()) | {"KID", "x", "10^3"}
