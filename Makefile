@@ -10,7 +10,7 @@ benchmark: setup system-packages
 	$(VENV)/bin/snakemake --cores $(CORES)
 
 test: setup system-packages
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(CORES) --dist loadfile
 
 setup:
 	@bash scripts/setup_env.sh

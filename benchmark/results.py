@@ -95,9 +95,10 @@ def collect_training(train_logs: list[Path]) -> pd.DataFrame:
         for entry in entries:
             values = entry.get("eval", {}) if "eval" in entry else {k: v for k, v in entry.items() if k != "step"}
             for quantity, value in values.items():
-                if quantity in ("n_real", "n_fake"):
+                # Numbers only: a divergence entry ("diverged": its reason) is in the run's records already.
+                if quantity in ("n_real", "n_fake") or isinstance(value, bool) or not isinstance(value, int | float):
                     continue
-                rows.append({**fields, "step": int(entry["step"]), "quantity": quantity, "value": value})
+                rows.append({**fields, "step": int(entry["step"]), "quantity": quantity, "value": float(value)})
     frame = pd.DataFrame(rows, columns=TRAINING_COLUMNS)
     return frame.sort_values(["task", "shots", "method", "draw", "seed", "quantity", "step"], kind="stable").reset_index(drop=True)
 

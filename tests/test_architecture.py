@@ -72,7 +72,7 @@ def test_each_rule_runs_one_subcommand_of_its_stage_module(tmp_path):
     commands = rules_and_commands(sorted((REPO / "rules").glob("*.smk")))
     assert set(commands) == {
         "prepare_data", "split_source", "split_meta", "split_task", "train_encoder", "pretrain", "meta_train", "build_artefact", "adapt",
-        "evaluate", "collect", "table",
+        "evaluate", "collect", "table", "collect_training", "panels", "paper",
     }  # fmt: skip
     for rule, called in commands.items():
         assert called == [rule.replace("_", "-")], (rule, called)

@@ -9,6 +9,7 @@ Regenerate the expected files after an intended change with GANBENCH_WRITE_GOLDE
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ from benchmark.paper.compare import compare_results
 from benchmark.paper.inputs import read_results_folder
 from benchmark.paper.render import render_paper
 from benchmark.paper.tables import build_table, mark_best, paired_comparison, seed_statistics
-from benchmark.results import FIDELITY, HEADLINE, MetricColumn
+from benchmark.results import FIDELITY, HEADLINE, MetricColumn, collect_training
 from benchmark.settings import PaperSettings
 from conftest import REPO, run_cli
 
@@ -227,6 +228,24 @@ def test_comparison_with_reference_results():
     verdicts = compare_results(changed, frame).set_index(["task", "method", "checkpoint", "metric"])["verdict"]
     assert set(verdicts.xs(("l2sp", "kid"), level=("method", "metric"))) == {"DIFFERENT"}
     assert verdicts.drop("kid", level="metric").eq("identical").all()
+
+
+def test_training_logs_gather_numbers_only(tmp_path):
+    """A diverged run's log ends with its reason (text): gathered, it would make the value column text and every
+    training curve fail; it is left out (the run's records say it diverged), the numbers before it are kept."""
+    run = tmp_path / "run"
+    run.mkdir()
+    fields = {"task": "t", "task_kind": "few-shot", "shots": 5, "method": "m", "seed": 0, "split_draw": 0, "pretrain_seed": 0, "draw": 0}
+    (run / "config.json").write_text(json.dumps(fields))
+    log = [
+        {"step": 0, "eval": {"kid_validation": 0.5, "n_real": 50}},
+        {"step": 1, "loss_d": 1.2, "loss_g": 0.7},
+        {"step": 2, "diverged": "non-finite loss_g"},
+    ]
+    (run / "train_log.jsonl").write_text("\n".join(json.dumps(entry) for entry in log))
+    frame = collect_training([run / "train_log.jsonl"])
+    assert frame[["step", "quantity", "value"]].values.tolist() == [[0, "kid_validation", 0.5], [1, "loss_d", 1.2], [1, "loss_g", 0.7]]
+    assert frame["value"].dtype == float and (frame["method"] == "m").all()
 
 
 def test_a_folder_without_results_is_one_clear_error_and_leaves_nothing(tmp_path):

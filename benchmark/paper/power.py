@@ -82,12 +82,17 @@ def pair_spread(rows: pd.DataFrame, metric: str = HEADLINE.metric) -> pd.DataFra
 
 def power_table(rows: pd.DataFrame, effect: float = 0.1, alpha: float = 0.05, power: float = 0.8, planned_seeds: int | None = None) -> pd.DataFrame:
     """Per pair of methods (task, K): relative sd of the paired differences (sd_d / mean), the seeds needed to
-    resolve a relative difference `effect`, and with `planned_seeds` the smallest relative difference those
-    seeds resolve."""
+    resolve a relative difference `effect` and to resolve the difference observed, and with `planned_seeds` the
+    smallest relative difference those seeds resolve."""
     spread = pair_spread(rows)
     relative = spread["sd_difference"] / spread["mean"]
     spread = spread.assign(relative_sd=relative, observed_relative_difference=spread["difference"].abs() / spread["mean"])
-    spread["seeds_needed"] = [seeds_needed(effect / value if value > 0 else (math.inf if value == 0 else 0.0), alpha, power) for value in relative]
+    spread["seeds_needed"] = [seeds_needed(effect / value if value > 0 else math.inf, alpha, power) for value in relative]
+    # The seeds that would resolve the difference these runs show (0 difference: never).
+    spread["seeds_for_observed"] = [
+        seeds_needed(observed / value if value > 0 else math.inf, alpha, power)
+        for observed, value in zip(spread["observed_relative_difference"], relative, strict=True)
+    ]
     if planned_seeds is not None:
         d = resolvable_effect(planned_seeds, alpha, power)
         spread["resolvable_relative_difference"] = d * spread["relative_sd"]
