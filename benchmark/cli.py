@@ -138,8 +138,7 @@ def cmd_paper(args: argparse.Namespace) -> None:
     from benchmark.stages.paper import paper
 
     paper(
-        PaperSettings.from_json(args.settings), input_dir=args.input_dir, output_dir=args.output_dir, oracle_draws=args.oracle_draws,
-        reference_dir=args.reference,
+        PaperSettings.from_json(args.settings), input_dir=args.input_dir, output_dir=args.output_dir, reference_dir=args.reference,
     )  # fmt: skip
 
 
@@ -230,7 +229,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--settings", default="{}", help="the config's `paper` section as JSON (defaults: the schema's)")
     c.add_argument("--input-dir", type=Path, required=True, help="a run's results/ folder, or reports/reference")
     c.add_argument("--output-dir", type=Path, required=True)
-    c.add_argument("--oracle-draws", action="store_true", help="let the sweep's draw selection also compute the oracle (never tabulated)")
     c.add_argument("--reference", type=Path, default=None, help="a results folder to compare with, e.g. reports/reference")
     c = add("table", cmd_table, "render the Markdown results table from the CSV")
     c.add_argument("--input", type=Path, required=True)

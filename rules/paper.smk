@@ -52,9 +52,8 @@ rule paper:
         ),
     params:
         settings=as_arg(PLAN.paper()),
-        oracle="--oracle-draws" if config["sweep"]["oracle"] else "",
     log:
         layout.log("paper"),
     shell:
         "ganbench paper --settings {params.settings} --input-dir $(dirname {input.results}) --output-dir {output} "
-        "{params.oracle} 2>&1 | tee {log}"
+        "2>&1 | tee {log}"

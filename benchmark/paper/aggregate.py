@@ -7,16 +7,19 @@ What a number means:
   asks whether any method ranks differently from the others at all; the Nemenyi post-hoc test says which pairs
   differ, and two methods closer than the critical difference (CD) in mean rank are not told apart (joined by a
   bar in the CD diagram). The blocks of one task share its reference set, so the tests speak about these tasks'
-  shot draws, not about unseen tasks. Blocks where a method has no score (a diverged seed) are left out, and
-  counted.
+  shot draws, not about unseen tasks. Blocks where a method has no score at all are left out, and counted.
 - *Normalised KID* of a run is its KID divided by the mean KID of `scratch` (no transfer) on the same task and K:
   below 1 the transfer helped. Its *interquartile mean* (IQM: the mean of the middle 50% of runs, robust to
   outlier runs) over all runs of a method is the aggregate score, with a 95% stratified-bootstrap interval
   (runs resampled within each task and K, as rliable does; percentile interval).
 - *Probability of improvement* P(X < Y) (Agarwal et al. 2021, with "better" = lower KID): per task and K the
   probability that a random run of X has a lower KID than a random run of Y (ties count half; the Mann-Whitney
-  U statistic over the product of the run counts), averaged over tasks; 95% stratified-bootstrap interval. 0.5
-  means no difference; an interval that excludes 0.5 is a resolved difference.
+  U statistic over the product of the run counts), averaged over the (task, K) strata; 95% stratified-bootstrap
+  interval. 0.5 means no difference; an interval that excludes 0.5 is a resolved difference. A diverged run
+  scores +inf (worst) in the IQM and in these comparisons; an interval needs two runs in every stratum.
+- Blocks of one task share its reference set, and with seeds as blocks the critical difference is smaller than
+  with tasks as blocks (Demsar's convention) by about the square root of the seeds per task: it compares these
+  tasks' shot draws, not unseen tasks. A diverged run ranks last in its block.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from benchmark.paper.tables import diverged
 from benchmark.results import HEADLINE, NO_TRANSFER
 
 log = logging.getLogger(__name__)
@@ -38,13 +43,23 @@ BLOCK = ["task", "shots", "seed"]
 STRATUM = ["task", "shots"]
 CONFIDENCE = 0.95
 MIN_BLOCKS = 5  # autorank refuses fewer blocks
+MIN_METHODS = 3  # Friedman and Nemenyi need three; autorank tests two with Wilcoxon instead
 
 
 def score_matrix(rows: pd.DataFrame, metric: str = HEADLINE.metric) -> tuple[pd.DataFrame, int]:
-    """Blocks x methods of one checkpoint's `metric`, complete blocks only; and how many blocks were dropped."""
-    values = rows[rows["metric"].eq(metric)].pivot_table(index=BLOCK, columns="method", values="value", aggfunc="first", dropna=False)
-    complete = values.dropna(axis=0, how="any")
-    return complete, len(values) - len(complete)
+    """Blocks x methods of one checkpoint's `metric` over the blocks that ran, complete blocks only, and how many
+    blocks were dropped for a missing score. A diverged run ranks last in its block (it is worse than any score:
+    dropping its block would flatter the method); a method with no score at all is left out."""
+    own = rows[rows["metric"].eq(metric)]
+    values = own.assign(value=own["value"].where(~diverged(own), np.inf))
+    matrix = values.groupby([*BLOCK, "method"])["value"].first().unstack("method")
+    matrix = matrix.loc[:, matrix.notna().any()]  # methods without any score here
+    complete = matrix.dropna(axis=0, how="any")
+    # Last place, as a finite number: autorank also computes means and medians, which an infinity would spoil.
+    finite = complete.replace(np.inf, np.nan)
+    worst = (finite.max(axis=1) + finite.abs().max(axis=1) + 1.0).fillna(1.0)  # a block where all diverged: all tied
+    complete = complete.apply(lambda column: column.where(np.isfinite(column), worst))
+    return complete, len(matrix) - len(complete)
 
 
 @dataclass(frozen=True)
@@ -60,15 +75,19 @@ class RankTest:
 
 
 def rank_test(rows: pd.DataFrame, alpha: float = 0.05, metric: str = HEADLINE.metric) -> RankTest | None:
-    """Friedman and Nemenyi via autorank on the block x method matrix (lower is better). None with fewer than two
-    methods or `MIN_BLOCKS` complete blocks (autorank's minimum)."""
+    """Friedman and Nemenyi via autorank on the block x method matrix (lower is better). None with fewer than
+    `MIN_METHODS` methods (with two, autorank would run a Wilcoxon test and no post-hoc test) or `MIN_BLOCKS`
+    complete blocks (autorank's minimum)."""
     from autorank import autorank  # imported here: it pulls in statsmodels and matplotlib
 
     matrix, dropped = score_matrix(rows, metric)
-    if matrix.shape[1] < 2 or matrix.shape[0] < MIN_BLOCKS:
+    if matrix.shape[1] < MIN_METHODS or matrix.shape[0] < MIN_BLOCKS:
         return None
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):  # autorank prints its choice of tests; the report states them
+    # autorank prints its choice of tests (the report states them) and warns about effect sizes and normality tests
+    # on constant columns, which the paper does not use.
+    with contextlib.redirect_stdout(printed), warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", (RuntimeWarning, UserWarning))
         result = autorank(matrix.reset_index(drop=True), alpha=alpha, verbose=False, order="ascending", force_mode="nonparametric")
     if printed.getvalue().strip():
         log.debug("autorank: %s", " ".join(printed.getvalue().split()))
@@ -81,12 +100,19 @@ def rank_test(rows: pd.DataFrame, alpha: float = 0.05, metric: str = HEADLINE.me
 
 
 def normalised_scores(rows: pd.DataFrame, metric: str = HEADLINE.metric, baseline: str = NO_TRANSFER) -> pd.DataFrame:
-    """Each run's metric divided by the baseline's mean on the same task and K (strata without the baseline are
-    left out: nothing to normalise by). Columns: task, shots, seed, method, score."""
-    values = rows[rows["metric"].eq(metric) & rows["value"].notna()][[*BLOCK, "method", "value"]]
-    reference = values[values["method"].eq(baseline)].groupby(STRATUM)["value"].mean().rename("baseline")
+    """Each run's metric divided by the baseline's mean on the same task and K; a diverged run scores +inf (the
+    worst: it counts in the IQM's trimmed quarter and loses every comparison). Strata without a completed
+    baseline run, or whose baseline mean is not positive (unbiased KID can dip below 0), are left out: nothing to
+    normalise by. Columns: task, shots, seed, method, score."""
+    own = rows[rows["metric"].eq(metric)]
+    failed = diverged(own)
+    values = own[own["value"].notna() | failed][[*BLOCK, "method", "value"]].assign(diverged=failed)
+    completed = values[~values["diverged"]]
+    reference = completed[completed["method"].eq(baseline)].groupby(STRATUM)["value"].mean().rename("baseline")
+    reference = reference[reference > 0]
     values = values.merge(reference.reset_index(), on=STRATUM, how="inner")
-    return values.assign(score=values["value"] / values["baseline"])[[*BLOCK, "method", "score"]]
+    score = (values["value"] / values["baseline"]).where(~values["diverged"], np.inf)
+    return values.assign(score=score)[[*BLOCK, "method", "score"]]
 
 
 def interquartile_mean(values: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -108,10 +134,12 @@ def _bootstrap(samples: list[np.ndarray], statistic, resamples: int, seed: int) 
     of several samples is the stratified bootstrap)."""
     if any(len(sample) < 2 for sample in samples):
         return float("nan"), float("nan")  # a stratum of one run has nothing to resample
-    result = stats.bootstrap(
-        samples, statistic, n_resamples=resamples, confidence_level=CONFIDENCE, method="percentile", vectorized=True,
-        paired=False, axis=-1, rng=np.random.default_rng(seed),
-    )  # fmt: skip
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():  # a diverged run's +inf: percentiles of inf are inf
+        warnings.filterwarnings("ignore", category=RuntimeWarning)
+        result = stats.bootstrap(
+            samples, statistic, n_resamples=resamples, confidence_level=CONFIDENCE, method="percentile", vectorized=True,
+            paired=False, axis=-1, rng=np.random.default_rng(seed),
+        )  # fmt: skip
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 

@@ -1,7 +1,7 @@
 """Paper figures (matplotlib, written as PNG and PDF). Each function returns {name: figure}; `save` writes them.
 
 Every figure states its metric, direction and seeds in its axes or title; the captions of the HTML report
-(`workflow/report/`) say what each shows. Methods keep one colour across all figures.
+(`rules/report/paper.rst`) say what each shows. Methods keep one colour across all figures.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def metric_vs_shots(results: pd.DataFrame, checkpoint: str, rule: str) -> dict[s
         seeds = block.groupby(["method", "shots"])["seed"].nunique()
         axis.set_title(f"{task}: {checkpoint} checkpoint, {rule}; n = {seeds.min()}-{seeds.max()} seeds", fontsize=8)
         axis.legend(fontsize=6, ncol=2, frameon=False)
-        figures[f"kid_vs_k_{task}_{_slug(checkpoint)}"] = figure
+        figures[f"kid_vs_k_{task}_{slug(checkpoint)}"] = figure
     return figures
 
 
@@ -100,8 +100,11 @@ def adaptation_curves(results: pd.DataFrame, rule: str) -> dict[str, Figure]:
 
 def training_curves(training: pd.DataFrame, results: pd.DataFrame) -> dict[str, Figure]:
     """Per task and K, from the runs' training logs: the discriminator's and generator's losses and the validation
-    KID against the step, per method (mean over seeds, +/- 1 std band), at the draws the results report."""
-    reported = results[["task", "shots", "method", "draw"]].drop_duplicates()
+    KID against the step, per method (mean over seeds, +/- 1 std band), each method at one draw: the one its
+    adaptation curve reports."""
+    # One draw per method: the adaptation curve's (the validation-selected checkpoint's choice in a sweep), else the final's.
+    source = results[results["checkpoint"].eq(CURVE)] if results["checkpoint"].eq(CURVE).any() else results[results["checkpoint"].eq(FINAL)]
+    reported = source[["task", "shots", "method", "draw"]].drop_duplicates()
     training = training.merge(reported, on=["task", "shots", "method", "draw"], how="inner")
     figures = {}
     quantities = [("loss_d", "D loss", 1.0), ("loss_g", "G loss", 1.0), ("kid_validation", f"validation {HEADLINE.label}", HEADLINE.scale)]
@@ -195,7 +198,7 @@ def _picture(rows: list[np.ndarray | None], labels: list[str], title: str) -> Fi
 
 def nearest_shot_panels(panels: dict[str, np.ndarray], results: pd.DataFrame) -> dict[str, Figure]:
     """Per task and K: for each method its `PANEL_PAIRS` samples closest to a training shot, each beside that
-    shot, labelled with the encoder-LPIPS distance; "copy" where it is below the run's memorisation threshold
+    shot, labelled with the squared encoder-LPIPS distance; "copy" where it is below the run's memorisation threshold
     (the quantile of held-out real images' nearest-shot distances: what the memorised share counts)."""
     runs = panel_runs(panels, results)
     thresholds = _thresholds(results)
@@ -217,8 +220,8 @@ def nearest_shot_panels(panels: dict[str, np.ndarray], results: pd.DataFrame) ->
             width = samples.shape[-1] + 2
             for slot, i in enumerate(order):
                 flag = " copy" if threshold is not None and distance[i] < threshold else ""
-                axis.text((3 * slot + 1) * width, -2, f"d={distance[i]:.3f}{flag}", ha="center", va="bottom", fontsize=6)
-            label = run["method"] if threshold is None else f"{run['method']}\ncopy: d < {threshold:.3f}"
+                axis.text((3 * slot + 1) * width, -2, f"d\u00b2={distance[i]:.3f}{flag}", ha="center", va="bottom", fontsize=6)
+            label = run["method"] if threshold is None else f"{run['method']}\ncopy: d\u00b2 < {threshold:.3f}"
             axis.set_yticks([samples.shape[-2] / 2], [label], fontsize=7)
             axis.set_xticks([])
             for side in axis.spines.values():
@@ -251,5 +254,5 @@ def critical_difference(rank_result, title: str) -> Figure:
     return figure
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return "".join(character if character.isalnum() else "_" for character in text).strip("_")

@@ -30,6 +30,8 @@ class PaperInputs:
     training: pd.DataFrame | None  # tidy training logs, or None when the folder has none
     panels: dict[str, np.ndarray] | None  # arrays of `benchmark.stages.panels`, or None
     folder: Path
+    runs: int  # every run in the folder, at every draw (`results` holds the reported draws only)
+    draws: int  # the most hyperparameter draws any method ran
 
 
 def find(folder: Path, name: str) -> Path | None:
@@ -40,7 +42,7 @@ def find(folder: Path, name: str) -> Path | None:
     return None
 
 
-def read_results_folder(folder: Path, oracle_draws: bool = False) -> PaperInputs:
+def read_results_folder(folder: Path) -> PaperInputs:
     folder = Path(folder)
     results_path = find(folder, RESULTS_NAME)
     if results_path is None:
@@ -57,7 +59,10 @@ def read_results_folder(folder: Path, oracle_draws: bool = False) -> PaperInputs
         raise BenchmarkError(f"{results_path} lacks the column(s) {', '.join(missing)}: it is not a results CSV of `ganbench collect`.")
     if results.empty:
         raise BenchmarkError(f"{results_path} has no rows. Run the benchmark first.")
-    results, rule = at_reported_draws(results, oracle_draws)
+    every_draw = results.assign(draw=results["draw"].fillna(0) if "draw" in results else 0)
+    runs = len(every_draw.drop_duplicates(["task", "shots", "method", "draw", "seed"]))
+    draws = int(every_draw.groupby(["task", "shots", "method"])["draw"].nunique().max())
+    results, rule = at_reported_draws(results)
     training_path = find(folder, TRAINING_NAME)
     training = pd.read_csv(training_path) if training_path else None
     panels_path = folder / PANELS_NAME
@@ -65,18 +70,27 @@ def read_results_folder(folder: Path, oracle_draws: bool = False) -> PaperInputs
     if panels_path.is_file():
         with np.load(panels_path, allow_pickle=False) as stored:
             panels = {key: stored[key] for key in stored.files}
-    return PaperInputs(results, rule, training, panels, folder)
+    return PaperInputs(results, rule, training, panels, folder, runs, draws)
 
 
-def at_reported_draws(results: pd.DataFrame, oracle_draws: bool = False) -> tuple[pd.DataFrame, str]:
+def at_reported_draws(results: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Without a sweep, every run is draw 0 (the defaults). With one, each method at the draw the *target
-    validation* rule selects per checkpoint (as in the results report); `oracle_draws` only widens what
-    `select_draws` computes, the paper never reports an oracle-selected draw."""
+    validation* rule selects per checkpoint (as in the results report; never an oracle's draw). A method with no
+    selectable draw (every draw had a diverged seed) is shown at draw 0, where its failures show as such."""
     results = results.assign(draw=results["draw"].fillna(0).astype(int) if "draw" in results else 0)
     if results["draw"].nunique() <= 1:
-        return results, DEFAULTS
-    selections = {checkpoint: select_draws(results, checkpoint, HEADLINE.metric, oracle=oracle_draws) for checkpoint in CHECKPOINTS}
-    return at_selected_draws(results, selections, TARGET_VALIDATION), TARGET_VALIDATION
+        only = int(results["draw"].iloc[0])
+        return results, DEFAULTS if only == 0 else f"draw {only} (the only draw in these results)"
+    selections = {checkpoint: select_draws(results, checkpoint, HEADLINE.metric) for checkpoint in CHECKPOINTS}
+    chosen = at_selected_draws(results, selections, TARGET_VALIDATION)
+    unselected = (
+        results[["task", "shots", "method", "checkpoint"]]
+        .drop_duplicates()
+        .merge(chosen[["task", "shots", "method", "checkpoint"]].drop_duplicates(), how="left", indicator=True)
+    )
+    unselected = unselected[unselected["_merge"].eq("left_only")].drop(columns="_merge")
+    fallback = results[results["draw"].eq(0)].merge(unselected, on=["task", "shots", "method", "checkpoint"], how="inner")
+    return pd.concat([chosen, fallback], ignore_index=True), TARGET_VALIDATION
 
 
 def checkpoints_present(results: pd.DataFrame) -> list[str]:

@@ -10,7 +10,9 @@ Layout of the output folder:
 
 from __future__ import annotations
 
+import html
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -19,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.errors import BenchmarkError
-from benchmark.paper import aggregate, figures, power
+from benchmark.paper import aggregate, compare, figures, power
 from benchmark.paper.compare import compare_results
 from benchmark.paper.inputs import PaperInputs, checkpoints_present, read_results_folder
 from benchmark.paper.tables import BASELINE, GROUPS, PaperTable, build_table
@@ -32,14 +34,12 @@ log = logging.getLogger(__name__)
 FINETUNE_FAMILY = ("finetune", "freeze_d", "l2sp")  # the near-tied methods the power question is about
 
 
-def render_paper(
-    input_dir: Path, output_dir: Path, settings: PaperSettings, oracle_draws: bool = False, reference_dir: Path | None = None
-) -> list[Path]:
+def render_paper(input_dir: Path, output_dir: Path, settings: PaperSettings, reference_dir: Path | None = None) -> list[Path]:
     """Read `input_dir` (a results folder), render everything into `output_dir`, replacing it whole; with
     `reference_dir` (e.g. reports/reference), also compare the results with those (`compare.csv`)."""
     started = time.perf_counter()
-    inputs = read_results_folder(input_dir, oracle_draws)
-    reference = read_results_folder(reference_dir, oracle_draws) if reference_dir is not None else None
+    inputs = read_results_folder(input_dir)
+    reference = read_results_folder(reference_dir) if reference_dir is not None else None
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
@@ -68,7 +68,7 @@ def _render_into(inputs: PaperInputs, folder: Path, settings: PaperSettings, ref
             continue  # tables report honest selections only; the oracle stays in results.md, labelled
         for (task, kind, shots), rows in results[results["checkpoint"].eq(checkpoint)].groupby(["task", "task_kind", "shots"], sort=True):
             for group, columns in GROUPS.items():
-                name = f"{task}_k{shots}_{figures._slug(checkpoint)}_{group}"
+                name = f"{task}_k{shots}_{figures.slug(checkpoint)}_{group}"
                 in_group = rows[rows["metric"].isin([column.metric for column in columns])]
                 spaces = ", ".join(sorted(set(in_group["feature_space"].dropna()))) if "feature_space" in rows else "n/a"
                 cells = "mean [95% t-interval]" if settings.intervals else "mean +/- std"
@@ -83,7 +83,7 @@ def _render_into(inputs: PaperInputs, folder: Path, settings: PaperSettings, ref
                 written += _write(table_folder / f"{name}.md", f"{caption}\n\n{table.markdown}\n")
                 written += _write(table_folder / f"{name}.tex", table.latex)
                 lines += [f"### {caption}", "", table.markdown, ""]
-                html_parts += [f"<h3>{_html_escape(caption)}</h3>", table.html]
+                html_parts += [f"<h3>{html.escape(caption)}</h3>", table.html]
     if not tables:
         raise BenchmarkError("No results to tabulate: every run lacks metrics at the final and validation-selected checkpoints.")
     numbers = pd.concat([table.numbers for table in tables], ignore_index=True)
@@ -107,18 +107,19 @@ def _render_into(inputs: PaperInputs, folder: Path, settings: PaperSettings, ref
     return written
 
 
-TIE_MARK_TEXT = "\u2020 tied with the best (95% intervals overlap)"
+TIE_MARK_TEXT = "\u2020 not told apart from the best (paired t-test over shared seeds, p >= 0.05)"
 
 
 def _preamble(inputs: PaperInputs, settings: PaperSettings) -> list[str]:
     results = inputs.results
-    runs = results.drop_duplicates(["task", "shots", "method", "draw", "seed"])
     versions = ", ".join(sorted(set(results["code_version"].dropna()))) if "code_version" in results else "n/a"
+    draws = f", up to {inputs.draws} hyperparameter draws per method" if inputs.draws > 1 else ""
     return [
         "# Paper outputs",
         "",
-        f"Rendered from `{inputs.folder}`: {len(runs)} runs ({results['task'].nunique()} tasks, {results['method'].nunique()} methods, "
-        f"{results['seed'].nunique()} seeds), code version(s) {versions}. Hyperparameters: {inputs.rule}.",
+        f"Rendered from `{inputs.folder}`: {inputs.runs} runs ({results['task'].nunique()} tasks, {results['method'].nunique()} methods, "
+        f"{results['seed'].nunique()} seeds{draws}), code version(s) {versions}. Hyperparameters: {inputs.rule}"
+        + (" (each method at the draw this rule selects, per checkpoint)." if inputs.draws > 1 else "."),
         "",
         f"Tables: {'mean [95% t-interval]' if settings.intervals else 'mean +/- sample std (95% t-intervals with paper.intervals: true)'} over seeds, n seeds;"
         f" bold: the best mean of a column among methods without diverged seeds; {TIE_MARK_TEXT}. Arrows give each"
@@ -148,7 +149,7 @@ def _across_tasks(
             complete, dropped = aggregate.score_matrix(rows)
             lines += [
                 f"No rank test: {len(complete)} complete (task, K, seed) blocks ({dropped} left out for missing scores); "
-                f"autorank needs {aggregate.MIN_BLOCKS} and two methods.",
+                f"the Friedman test (autorank) needs {aggregate.MIN_BLOCKS}, and {aggregate.MIN_METHODS} methods.",
                 "",
             ]
         else:
@@ -164,7 +165,7 @@ def _across_tasks(
             frames["ranks"].append(
                 test.ranks.assign(checkpoint=checkpoint, p_value=test.p_value, critical_difference=test.critical_difference, blocks=test.blocks)
             )
-            name = f"critical_difference_{figures._slug(checkpoint)}"
+            name = f"critical_difference_{figures.slug(checkpoint)}"
             title = f"Mean rank of {HEADLINE.label} over {test.blocks} (task, K, seed) blocks, {checkpoint} checkpoint; {test.omnibus} p = {test.p_value:.2g}"
             written += figures.save(figures.critical_difference(test.result, title), figure_folder, name)
         scores = aggregate.normalised_scores(rows)
@@ -195,7 +196,7 @@ def _across_tasks(
 
 
 def _comparison_lines(comparison: pd.DataFrame, reference: PaperInputs) -> list[str]:
-    lines = ["## Against the reference results", "", *_docstring_paragraphs(compare_module_doc()), ""]
+    lines = ["## Against the reference results", "", *_docstring_paragraphs(compare.__doc__), ""]
     if comparison.empty:
         return [*lines, f"No task, K, method and metric is shared with `{reference.folder}`: nothing to compare.", ""]
     counts = comparison["verdict"].value_counts()
@@ -208,12 +209,6 @@ def _comparison_lines(comparison: pd.DataFrame, reference: PaperInputs) -> list[
     headline = comparison[comparison["metric"].eq(HEADLINE.metric)]
     columns = ["task", "shots", "method", "checkpoint", "mean", "reference_mean", "relative_difference", "p_value", "verdict"]
     return [*lines, headline[columns].to_markdown(index=False, floatfmt=".3g"), ""]
-
-
-def compare_module_doc() -> str | None:
-    from benchmark.paper import compare
-
-    return compare.__doc__
 
 
 def _probability_text(row: pd.Series) -> str:
@@ -257,10 +252,10 @@ def _power(results: pd.DataFrame, settings: PaperSettings) -> tuple[list[str], p
             family[columns].to_markdown(index=False, floatfmt=".3g"),
             "",
         ]
-    median = summary["seeds_median"].replace(float("inf"), float("nan")).median()
+    median = table["seeds_needed"].median()  # over every pair of methods; inf where the median pair cannot be resolved
     resolvable = table["resolvable_relative_difference"].median()
     lines += [
-        f"Verdict: over all pairs of methods, the median pair needs {_count(median)} seeds for a {effect} difference, and "
+        f"Verdict: over the {len(table)} pairs of methods on all tasks, the median pair needs {_count(median)} seeds for a {effect} difference, and "
         f"{settings.planned_seeds} seeds resolve differences of {resolvable:.0%} or more for it. Methods whose seeds share shots "
         "and pretraining move together, so closely related methods (the fine-tuning family, where listed) need far fewer "
         "seeds for the same relative difference than the median pair; a difference smaller than a pair's resolvable one "
@@ -268,8 +263,7 @@ def _power(results: pd.DataFrame, settings: PaperSettings) -> tuple[list[str], p
         "",
     ]
     if not family.empty:
-        observed = family["observed_relative_difference"]
-        needed = family["seeds_for_observed"].replace(float("inf"), float("nan"))
+        observed, needed = family["observed_relative_difference"], family["seeds_for_observed"]
         lines += [
             f"Within the fine-tuning family the observed differences are {observed.min():.1%} to {observed.max():.1%} of the KID; "
             f"resolving them would take {_count(needed.min())} to {_count(needed.max())} seeds per pair.",
@@ -279,7 +273,10 @@ def _power(results: pd.DataFrame, settings: PaperSettings) -> tuple[list[str], p
 
 
 def _count(value: float) -> str:
-    return "more than 10,000" if pd.isna(value) else f"{value:.0f}"
+    """A seed count: whole seeds, rounded up; inf: beyond `power.MAX_SEEDS`; NaN: undefined."""
+    if pd.isna(value):
+        return "n/a"
+    return f"more than {power.MAX_SEEDS:,}" if math.isinf(value) else f"{math.ceil(value)}"
 
 
 def _figures(inputs: PaperInputs, folder: Path) -> list[Path]:
@@ -316,16 +313,8 @@ def _docstring_paragraphs(doc: str | None) -> list[str]:
     return [line.strip() if not line.startswith("  ") else "  " + line.strip() for line in parts[-1].splitlines()] if len(parts) > 1 else []
 
 
-def _html_escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
-
-
 def _html_page(markdown: str, tables_html: list[str]) -> str:
     """A standalone page: the tables as HTML, then the rest of the text as preformatted Markdown."""
-    import html
-
     body = "\n".join(tables_html)
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Paper outputs</title>"

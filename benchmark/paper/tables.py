@@ -2,17 +2,18 @@
 (booktabs, `\\input`-ready) and CSV with pandas' own writers.
 
 A cell is the mean +/- sample standard deviation over the seeds that completed (n beside it), or the 95%
-t-interval when asked. Per column the best mean is in bold; a method whose 95% interval overlaps the best one's
-is marked as tied with it (the seeds do not tell them apart). Methods with a diverged seed are never bold nor
-tied: their mean leaves out their failures. The fidelity table also compares each method with `finetune` on the
-same seeds (each seed: the same K shots and the same pretraining): wins and losses on the headline metric and a
-paired t-test's two-sided p-value. A missing metric is "n/a", a method whose every seed diverged "diverged":
-never a zero.
+t-interval when asked. Per column the best mean is in bold; a method the seeds do not tell apart from the best is
+marked with a dagger: a two-sided paired t-test over their shared seeds (each seed: the same K shots and the same
+pretraining for every method) has p >= 0.05. Methods with a diverged seed are never bold nor marked: their mean
+leaves out their failures. The fidelity table also compares each method with `finetune` on the same seeds: wins
+and losses on the headline metric (a diverged seed loses) and the paired t-test's two-sided p-value. A missing
+metric is "n/a", a method whose every seed diverged "diverged": never a zero.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,14 +24,15 @@ from benchmark.results import DIVERSITY, FIDELITY, HEADLINE, MetricColumn
 
 BASELINE = "finetune"  # what the paired comparison is against: the plain transfer every method claims to improve on
 CONFIDENCE = 0.95
-TIE_MARK = "\u2020"  # dagger: tied with the best (95% intervals overlap)
+ALPHA = 0.05  # level of the paired test that decides a tie with the best
+TIE_MARK = "\u2020"  # dagger: not told apart from the best (paired t-test on shared seeds)
 GROUPS = {"fidelity": FIDELITY, "diversity": DIVERSITY}
 ARROWS = {"lower": ("\u2193", r"$\downarrow$"), "higher": ("\u2191", r"$\uparrow$"), "~1": ("\u21921", r"$\to 1$")}
 
 
 @dataclass(frozen=True)
 class PaperTable:
-    """One table: its caption, the tidy numbers (CSV rows) and the two renderings."""
+    """One table: its caption, the tidy numbers (CSV rows) and its three renderings."""
 
     name: str  # file stem: task_kK_checkpoint_group
     caption: str
@@ -42,7 +44,7 @@ class PaperTable:
 
 def seed_statistics(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (method, metric): mean, sample std, n completed, n diverged and the 95% t-interval of the mean."""
-    rows = rows.assign(diverged=rows["status"].eq("diverged"))
+    rows = rows.assign(diverged=diverged(rows))
     grouped = rows.groupby(["method", "metric"], sort=True)
     table = grouped["value"].agg(mean="mean", std="std", n="count")
     table["n_diverged"] = grouped["diverged"].sum().astype(int)
@@ -52,47 +54,92 @@ def seed_statistics(rows: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def mark_best(statistics: pd.DataFrame, column: MetricColumn) -> pd.DataFrame:
-    """For one metric's rows: `best` (the best mean among methods without diverged seeds) and `tied` (another such
-    method whose 95% interval overlaps the best one's; with one seed, only an equal mean ties)."""
-    rows = statistics[statistics["metric"].eq(column.metric)].copy()
-    rows["best"], rows["tied"] = False, False
-    ranked = rows[rows["n_diverged"].eq(0) & rows["mean"].notna()]
+def diverged(rows: pd.DataFrame) -> pd.Series:
+    """Which rows record a diverged run (rows without a status column: none)."""
+    return rows["status"].eq("diverged") if "status" in rows else pd.Series(False, index=rows.index)
+
+
+def _goodness(values: pd.Series, column: MetricColumn) -> pd.Series:
+    """Values turned so that higher is better (closeness to 1 for the `~1` metrics)."""
+    return {"lower": -values, "higher": values, "~1": -(values - 1).abs()}[column.better]
+
+
+def _per_seed(rows: pd.DataFrame, column: MetricColumn) -> pd.DataFrame:
+    """Seeds x methods of one metric's goodness (higher is better); a diverged seed is the worst possible (-inf)."""
+    own = rows[rows["metric"].eq(column.metric)]
+    goodness = _goodness(own["value"], column).where(~diverged(own), -np.inf)
+    return own.assign(goodness=goodness).pivot_table(index="seed", columns="method", values="goodness", aggfunc="first")
+
+
+def tied_by_paired_test(best: pd.Series, other: pd.Series, alpha: float = ALPHA) -> bool | None:
+    """Whether two methods' per-seed goodness is not told apart: the two-sided paired t-test over the seeds both
+    completed has p >= alpha (no spread in the differences: tied only when they are all 0). None with fewer than
+    two shared seeds, where no paired test exists."""
+    pair = pd.concat([best, other], axis=1).dropna()
+    pair = pair[np.isfinite(pair).all(axis=1)]
+    if len(pair) < 2:
+        return None
+    difference = pair.iloc[:, 0] - pair.iloc[:, 1]
+    if difference.std() == 0:
+        return bool((difference == 0).all())
+    return bool(paired_p_value(pair.iloc[:, 0], pair.iloc[:, 1]) >= alpha)
+
+
+def paired_p_value(first: pd.Series, second: pd.Series) -> float:
+    """The two-sided paired t-test's p-value (scipy's warning about nearly equal values silenced: p is then ~1)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Precision loss", category=RuntimeWarning)
+        return float(stats.ttest_rel(first, second).pvalue)
+
+
+def mark_best(statistics: pd.DataFrame, column: MetricColumn, rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """For one metric's rows: `best` (every method with the best mean, among methods without diverged seeds) and
+    `tied` (another such method that the seeds do not tell apart from the best: a paired t-test over their shared
+    seeds, p >= 0.05, given the per-seed `rows`; without two shared seeds, overlapping 95% intervals, or with one
+    seed an equal mean)."""
+    own = statistics[statistics["metric"].eq(column.metric)].copy()
+    own["best"], own["tied"] = False, False
+    ranked = own[own["n_diverged"].eq(0) & own["mean"].notna()]
     if ranked.empty:
-        return rows
-    badness = {"lower": ranked["mean"], "higher": -ranked["mean"], "~1": (ranked["mean"] - 1).abs()}[column.better]
-    best = badness.idxmin()
-    rows.loc[best, "best"] = True
-    low, high = rows.loc[best, ["ci_low", "ci_high"]]
-    for index in ranked.index.drop(best):
-        other = rows.loc[index]
-        if pd.isna(low) or pd.isna(other["ci_low"]):
-            rows.loc[index, "tied"] = bool(other["mean"] == rows.loc[best, "mean"])
-        else:
-            rows.loc[index, "tied"] = bool(other["ci_low"] <= high and low <= other["ci_high"])
-    return rows
+        return own
+    badness = -_goodness(ranked["mean"], column)
+    own.loc[badness.index[badness == badness.min()], "best"] = True
+    first = badness.idxmin()
+    per_seed = _per_seed(rows, column) if rows is not None else None
+    low, high = own.loc[first, ["ci_low", "ci_high"]]
+    for index in ranked.index[~own.loc[ranked.index, "best"]]:
+        other = own.loc[index]
+        tied = None
+        if per_seed is not None:
+            tied = tied_by_paired_test(per_seed[own.loc[first, "method"]], per_seed[other["method"]])
+        if tied is None:
+            if pd.isna(low) or pd.isna(other["ci_low"]):
+                tied = bool(other["mean"] == own.loc[first, "mean"])
+            else:
+                tied = bool(other["ci_low"] <= high and low <= other["ci_high"])
+        own.loc[index, "tied"] = tied
+    return own
 
 
 def paired_comparison(rows: pd.DataFrame, metric: MetricColumn, baseline: str = BASELINE) -> pd.DataFrame:
-    """Per method: wins and losses against `baseline` over the seeds both completed (a win: better on that seed),
-    and the two-sided paired t-test p-value (None with fewer than 2 pairs or no spread in the differences)."""
-    values = rows[rows["metric"].eq(metric.metric) & rows["value"].notna()].pivot_table(index="seed", columns="method", values="value")
+    """Per method: wins and losses against `baseline` over the seeds both ran (a win: better on that seed; a
+    diverged seed loses to a completed one), and the two-sided paired t-test p-value over the seeds both
+    completed (None with fewer than 2 such pairs or no spread in the differences)."""
+    goodness = _per_seed(rows, metric)
     out = []
-    if baseline not in values:
+    if baseline not in goodness:
         return pd.DataFrame(columns=["method", "wins", "losses", "pairs", "p_value"])
-    for method in values.columns:
+    for method in goodness.columns:
         if method == baseline:
             continue
-        pair = values[[method, baseline]].dropna()
-        difference = pair[method] - pair[baseline]
-        sign = {"lower": -1, "higher": 1, "~1": None}[metric.better]
-        if sign is None:  # closeness to 1: compare distances to 1
-            difference = (pair[baseline] - 1).abs() - (pair[method] - 1).abs()
-            sign = 1
-        wins, losses = int((sign * difference > 0).sum()), int((sign * difference < 0).sum())
+        pair = goodness[[method, baseline]].dropna()
+        with np.errstate(invalid="ignore"):
+            difference = pair[method] - pair[baseline]  # -inf - -inf (both diverged) is NaN: neither a win nor a loss
+        wins, losses = int((difference > 0).sum()), int((difference < 0).sum())
+        completed = pair[np.isfinite(pair).all(axis=1)]
         p_value = None
-        if len(pair) >= 2 and difference.std() > 0:
-            p_value = float(stats.ttest_rel(pair[method], pair[baseline]).pvalue)
+        if len(completed) >= 2 and (completed[method] - completed[baseline]).std() > 0:
+            p_value = paired_p_value(completed[method], completed[baseline])
         out.append({"method": method, "wins": wins, "losses": losses, "pairs": len(pair), "p_value": p_value})
     return pd.DataFrame(out, columns=["method", "wins", "losses", "pairs", "p_value"])
 
@@ -125,7 +172,7 @@ def build_table(rows: pd.DataFrame, group: str, caption: str, name: str, interva
     if not columns:
         return None
     statistics = seed_statistics(rows)
-    marked = pd.concat([mark_best(statistics, column) for column in columns])
+    marked = pd.concat([mark_best(statistics, column, rows) for column in columns])
     methods = sorted(set(rows["method"]))
     comparison = paired_comparison(rows, HEADLINE, baseline) if group == "fidelity" and HEADLINE in columns else None
     if comparison is not None and comparison.empty:
@@ -149,7 +196,7 @@ def build_table(rows: pd.DataFrame, group: str, caption: str, name: str, interva
             md_row[md_label] = f"**{text_md}**" if is_best else plain_row[md_label]
             tex_row[tex_label] = text_tex + (r"$^\dagger$" if is_tied else "")
             bold_row[tex_label] = is_best
-        md_row["n"] = plain_row["n"] = tex_row["n"] = "/".join(sorted(seeds)) or "0"
+        md_row["n"] = plain_row["n"] = tex_row["n"] = "/".join(sorted(seeds, key=lambda text: int(text.split()[0]))) or "0"
         bold_row["n"] = False
         if comparison is not None:
             versus = comparison.set_index("method")
@@ -173,7 +220,7 @@ def build_table(rows: pd.DataFrame, group: str, caption: str, name: str, interva
     latex = _latex(pd.DataFrame(tex_cells, index=methods), bold_frame, caption, name)
     plain = pd.DataFrame(plain_cells, index=pd.Index(methods, name="method"))
     html_bold = bold_frame.set_axis(plain.columns, axis=1).replace({True: "font-weight: bold", False: ""})
-    html = plain.style.apply(lambda _: html_bold, axis=None).to_html()
+    html = plain.style.set_uuid(name).apply(lambda _: html_bold, axis=None).to_html()  # a fixed id: reruns give the same page
     numbers = marked.merge(comparison, on="method", how="left") if comparison is not None else marked
     if comparison is not None:
         headline_only = numbers["metric"].ne(HEADLINE.metric)
@@ -186,7 +233,11 @@ def build_table(rows: pd.DataFrame, group: str, caption: str, name: str, interva
 def _label(column: MetricColumn, markdown: bool, space: str = "") -> str:
     """The column header: the metric, its direction, and the feature space it was computed in (short name)."""
     arrow = ARROWS[column.better][0 if markdown else 1]
-    label = column.label.replace("x 10^3", "\u00d710\u00b3") if markdown else column.label.replace("x 10^3", r"$\times 10^3$")
+    label = (
+        column.label.replace("x 10^3", "\u00d710\u00b3")
+        if markdown
+        else latex_text(column.label).replace("x 10\\textasciicircum{}3", r"$\times 10^3$")
+    )
     if space:
         label += f" {arrow} [{space}]" if markdown else f" {arrow} [{latex_text(space)}]"
         return label

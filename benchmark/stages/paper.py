@@ -9,6 +9,6 @@ from benchmark.paper.render import render_paper
 from benchmark.settings import PaperSettings
 
 
-def paper(settings: PaperSettings, input_dir: Path, output_dir: Path, oracle_draws: bool = False, reference_dir: Path | None = None) -> None:
+def paper(settings: PaperSettings, input_dir: Path, output_dir: Path, reference_dir: Path | None = None) -> None:
     """`reference_dir`: a results folder to compare with (e.g. reports/reference)."""
-    render_paper(input_dir, output_dir, settings, oracle_draws, reference_dir)
+    render_paper(input_dir, output_dir, settings, reference_dir)
