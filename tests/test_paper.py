@@ -26,7 +26,7 @@ from benchmark.paper import aggregate, power
 from benchmark.paper.compare import compare_results
 from benchmark.paper.inputs import read_results_folder
 from benchmark.paper.render import render_paper
-from benchmark.paper.tables import build_table, mark_best, paired_comparison, seed_statistics
+from benchmark.paper.tables import build_table, mark_best, paired_comparison, seed_statistics, tied_by_paired_test
 from benchmark.results import HEADLINE, MetricColumn, collect_training
 from benchmark.settings import PaperSettings
 from conftest import REPO, run_cli
@@ -177,6 +177,8 @@ def test_rank_test_agrees_with_scipy_friedman():
     ranks = matrix.rank(axis=1).mean()
     assert dict(zip(test.ranks["method"], test.ranks["mean_rank"], strict=True)) == pytest.approx(ranks.to_dict())
     assert test.omnibus == "friedman" and test.posthoc == "nemenyi" and test.blocks == 9
+    # Nemenyi's critical difference: q(0.05, 3 methods) = 2.343 (Demsar 2006, table 5) x sqrt(k (k + 1) / (6 N))
+    assert test.critical_difference == pytest.approx(2.343 * np.sqrt(3 * 4 / (6 * 9)), rel=1e-3)
 
 
 def test_a_diverged_run_ranks_last_in_its_block():
@@ -215,6 +217,16 @@ def test_probability_of_improvement_counts_pairs_and_ties():
     assert aggregate.probability_lower([np.array([1.0])], [np.array([1.0])]) == pytest.approx(0.5)
     two_tasks = aggregate.probability_lower([np.array([1.0]), np.array([5.0])], [np.array([2.0]), np.array([4.0])])
     assert two_tasks == pytest.approx(0.5)  # the mean over tasks, not over pooled runs
+
+
+def test_improvement_pairs_the_same_task_of_both_methods():
+    """Strata are matched by task even when the methods' rows come in different orders."""
+    scores = pd.DataFrame(
+        [{"task": t, "shots": 5, "seed": s, "method": "x", "score": v} for t, v in (("b", 10.0), ("a", 1.0)) for s in range(2)]
+        + [{"task": t, "shots": 5, "seed": s, "method": "y", "score": v} for t, v in (("a", 2.0), ("b", 20.0)) for s in range(2)]
+    )  # fmt: skip
+    table = aggregate.improvement_probabilities(scores, resamples=100).set_index(["method", "versus"])
+    assert table.loc[("x", "y"), "probability"] == pytest.approx(1.0)
 
 
 def test_seeds_needed_matches_the_noncentral_t_power():
@@ -331,3 +343,190 @@ def test_reported_draws_follow_target_validation(tmp_path):
     assert final.groupby(["task", "method"])["value"].mean().to_dict() == pytest.approx(
         expected.groupby(["task", "method"])["value"].mean().to_dict()
     )
+
+
+# ---- known values for what the mutation tests found open (scripts/mutation_test.py) ----------------------------
+
+
+def test_paired_power_where_scipy_noncentral_t_fails():
+    """At 2 pairs and effect 12, scipy's noncentral t returns NaN; the integral over the variance gives the power,
+    checked against a seeded Monte Carlo simulation of the paired t-test itself."""
+    critical = stats.t.isf(0.025, 1)
+    assert np.isnan(stats.nct.sf(critical, 1, 12 * np.sqrt(2)) + stats.nct.cdf(-critical, 1, 12 * np.sqrt(2)))
+    rng = np.random.default_rng(0)
+    differences = rng.normal(12.0, 1.0, size=(400_000, 2))
+    t = differences.mean(axis=1) / (differences.std(axis=1, ddof=1) / np.sqrt(2))
+    simulated = float((np.abs(t) > stats.t.isf(0.025, 1)).mean())
+    assert power.paired_power(12.0, 2, 0.05) == pytest.approx(simulated, abs=0.003)
+    assert power.paired_power(0.0, 2, 0.05) == pytest.approx(0.05, abs=1e-6)  # no effect: the level
+
+
+@pytest.mark.parametrize("effect", [0.3, 0.8, 1.5, 3.0, 8.77, 30.0])
+def test_seeds_needed_is_the_smallest_sufficient_count(effect):
+    """Against a plain scan over the counts with the noncentral t (the search's doubling and bisection must agree)."""
+
+    def achieved(pairs: int) -> float:
+        critical = stats.t.isf(0.025, pairs - 1)
+        upper, lower = stats.nct.sf(critical, pairs - 1, effect * np.sqrt(pairs)), stats.nct.cdf(-critical, pairs - 1, effect * np.sqrt(pairs))
+        return upper + np.nan_to_num(lower)  # scipy's far lower tail can be NaN where it is ~0
+
+    smallest = next(pairs for pairs in range(2, 200) if achieved(pairs) >= 0.8)
+    assert power.seeds_needed(effect, 0.05, 0.8) == smallest
+    assert power.seeds_needed(effect, 0.05, 0.9) >= smallest and power.seeds_needed(effect, 0.01, 0.8) >= smallest
+    assert np.isnan(power.seeds_needed(float("nan"), 0.05, 0.8)) and power.seeds_needed(-1.0, 0.05, 0.8) == float("inf")
+
+
+def test_resolvable_effect_reaches_the_power():
+    for seeds in (2, 3, 5, 20):
+        effect = power.resolvable_effect(seeds, 0.05, 0.8)
+        assert power.paired_power(effect, seeds, 0.05) == pytest.approx(0.8, abs=1e-6)
+    assert power.resolvable_effect(1, 0.05, 0.8) == float("inf")
+    assert power.resolvable_effect(5, 0.05, 0.8) < power.resolvable_effect(3, 0.05, 0.8)
+
+
+def test_power_table_known_values():
+    """Two methods on four seeds, other metrics and a pair with a single shared seed in the rows too."""
+    a, b = [1.0, 2.0, 3.0, 4.0], [1.2, 2.1, 3.3, 4.2]
+    rows = pd.DataFrame(
+        [{"task": "t", "shots": 5, "seed": s, "method": m, "metric": metric, "value": v * (10 if metric == "fid" else 1)}
+         for metric in ("fid", "kid") for m, values in (("a", a), ("b", b)) for s, v in enumerate(values)]
+        + [{"task": "t", "shots": 5, "seed": 0, "method": "lonely", "metric": "kid", "value": 9.0}]
+        + [{"task": "u", "shots": 5, "seed": s, "method": m, "metric": "kid", "value": v} for m, values in (("a", [0.2, 0.4]), ("b", [0.3, 0.4])) for s, v in enumerate(values)]
+    )  # fmt: skip
+    table = power.power_table(rows, planned_seeds=5)
+    # `lonely` shares one seed with each method: no spread to plan from; on task u, two seeds are enough.
+    assert list(zip(table["task"], table["method"], table["versus"], table["pairs"], strict=True)) == [("t", "a", "b", 4), ("u", "a", "b", 2)]
+    small = table.iloc[1]  # a pair whose mean KID is below 1 but positive still has a relative spread
+    assert small["relative_sd"] == pytest.approx(np.std([-0.1, 0.0], ddof=1) / 0.325)
+    row = table.iloc[0]
+    differences = np.subtract(a, b)
+    mean = np.mean(a + b)
+    assert (row["method"], row["versus"], row["pairs"]) == ("a", "b", 4)
+    assert row["mean"] == pytest.approx(mean) and row["difference"] == pytest.approx(differences.mean())
+    assert row["relative_sd"] == pytest.approx(differences.std(ddof=1) / mean)
+    assert row["observed_relative_difference"] == pytest.approx(abs(differences.mean()) / mean)
+    assert row["seeds_needed"] == power.seeds_needed(0.1 / row["relative_sd"], 0.05, 0.8)
+    assert row["seeds_for_observed"] == power.seeds_needed(row["observed_relative_difference"] / row["relative_sd"], 0.05, 0.8)
+    assert row["resolvable_relative_difference"] == pytest.approx(power.resolvable_effect(5, 0.05, 0.8) * row["relative_sd"])
+    negative = rows.assign(value=rows["value"] - 10.0)  # a pair whose mean KID is not positive: nothing relative to plan
+    assert np.isnan(power.power_table(negative).iloc[0]["seeds_needed"])
+
+
+def test_standardised_difference_edge_cases():
+    assert power._standardised(0.1, 0.05) == pytest.approx(2.0)
+    assert power._standardised(0.1, 0.0) == float("inf") and power._standardised(0.0, 0.0) == 0.0
+    assert np.isnan(power._standardised(0.1, float("nan"))) and np.isnan(power._standardised(float("nan"), 0.1))
+
+
+def test_rank_test_needs_five_blocks_and_three_methods():
+    rows = pd.DataFrame(
+        [{"task": "t", "shots": 5, "seed": b, "method": m, "metric": "kid", "value": float(i + b), "status": "completed"}
+         for b in range(5) for i, m in enumerate("abc")]
+    )  # fmt: skip
+    assert aggregate.rank_test(rows) is not None
+    assert aggregate.rank_test(rows[rows["seed"] < 4]) is None
+    assert aggregate.rank_test(rows[rows["method"] != "c"]) is None
+    assert "c" not in aggregate.score_matrix(rows.assign(value=rows["value"].where(rows["method"] != "c")))[0]
+
+
+def test_a_diverged_run_ranks_below_negative_scores():
+    """Last place must exceed every score of its block, also when the scores are negative (unbiased KID can be)."""
+    rows = pd.DataFrame(
+        [{"task": "t", "shots": 5, "seed": 0, "method": m, "metric": "kid", "value": v, "status": "completed"} for m, v in (("a", 5.0), ("b", -10.0))]
+        + [{"task": "t", "shots": 5, "seed": 0, "method": "c", "metric": "kid", "value": np.nan, "status": "diverged"}]
+    )  # fmt: skip
+    small = rows.assign(seed=1, value=rows["value"].map({5.0: 0.3, -10.0: 0.2}))  # and when they are small and positive
+    matrix, dropped = aggregate.score_matrix(pd.concat([rows, small]))
+    assert dropped == 0 and matrix.loc[("t", 5, 0), "c"] > 5.0 and matrix.loc[("t", 5, 1), "c"] > 0.3
+
+
+def test_normalised_scores_and_their_bootstrap_match_scipy():
+    """KID over scratch's mean on the same task; the IQM interval is scipy's stratified percentile bootstrap with
+    the same generator and 95% confidence; a non-positive scratch mean leaves its task out."""
+    rng = np.random.default_rng(1)
+    rows = pd.DataFrame(
+        [{"task": task, "shots": 5, "seed": s, "method": m, "metric": "kid", "value": float(rng.uniform(1, 2) * scale), "status": "completed"}
+         for task, scale in (("a", 0.5), ("b", 10.0)) for m in ("scratch", "x") for s in range(4)]
+    )  # fmt: skip
+    scores = aggregate.normalised_scores(rows)
+    scratch_a = rows[(rows["task"] == "a") & (rows["method"] == "scratch")]["value"].mean()
+    first = rows[(rows["task"] == "a") & (rows["method"] == "x") & (rows["seed"] == 0)]["value"].iloc[0]
+    assert scores[(scores["task"] == "a") & (scores["method"] == "x") & (scores["seed"] == 0)]["score"].iloc[0] == pytest.approx(first / scratch_a)
+    summary = aggregate.aggregate_scores(scores, resamples=300, seed=7).set_index("method").loc["x"]
+    samples = [group["score"].to_numpy() for _, group in scores[scores["method"] == "x"].groupby("task")]
+    expected = stats.bootstrap(
+        samples, lambda *s, axis: stats.trim_mean(np.concatenate(s, axis=axis), 0.25, axis=axis), n_resamples=300,
+        confidence_level=0.95, method="percentile", paired=False, rng=np.random.default_rng(7),
+    ).confidence_interval  # fmt: skip
+    assert (summary["ci_low"], summary["ci_high"]) == pytest.approx((expected.low, expected.high))
+    assert summary["iqm"] == pytest.approx(stats.trim_mean(np.concatenate(samples), 0.25)) and summary["strata"] == 2
+    single = scores[~((scores["method"] == "x") & (scores["task"] == "a") & (scores["seed"] > 0))]
+    lonely = aggregate.aggregate_scores(single, resamples=300, seed=7).set_index("method").loc["x"]
+    assert lonely["runs"] == 5 and np.isnan(lonely["ci_low"]) and np.isnan(lonely["ci_high"])  # one run in a stratum: no interval
+    shifted = rows.assign(value=np.where((rows["task"] == "b") & (rows["method"] == "scratch"), -1.0, rows["value"]))
+    assert set(aggregate.normalised_scores(shifted)["task"]) == {"a"}
+    improvement = aggregate.improvement_probabilities(scores, resamples=300, seed=7).set_index(["method", "versus"])
+    forward, backward = improvement.loc[("x", "scratch"), "probability"], improvement.loc[("scratch", "x"), "probability"]
+    assert forward + backward == pytest.approx(1.0)
+    assert forward == pytest.approx(
+        aggregate.probability_lower([s for s in samples], [g["score"].to_numpy() for _, g in scores[scores["method"] == "scratch"].groupby("task")])
+    )
+
+
+def test_comparison_numbers_and_tests():
+    """Both means and their difference; a paired t-test over matching seeds, Welch's otherwise."""
+    base = pd.DataFrame(
+        [{"task": "t", "shots": 5, "method": "m", "checkpoint": "final", "metric": "kid", "seed": s, "value": v} for s, v in enumerate([1.0, 2.0, 3.0])]
+    )  # fmt: skip
+    mine = base.assign(value=base["value"] + [0.1, 0.3, 0.2])
+    row = compare_results(mine, base).iloc[0]
+    assert (row["mean"], row["reference_mean"], row["difference"]) == pytest.approx((2.2, 2.0, 0.2)) and row["relative_difference"] == pytest.approx(
+        0.1
+    )
+    two = compare_results(mine[mine["seed"] < 2], base[base["seed"] < 2]).iloc[0]  # two seeds are enough for a test
+    assert two["p_value"] == pytest.approx(stats.ttest_rel([1.1, 2.3], [1.0, 2.0]).pvalue)
+    assert row["p_value"] == pytest.approx(stats.ttest_rel(mine["value"], base["value"]).pvalue)
+    other_seeds = mine.assign(seed=mine["seed"] + 10)
+    row = compare_results(other_seeds, base).iloc[0]
+    assert row["p_value"] == pytest.approx(stats.ttest_ind(other_seeds["value"], base["value"], equal_var=False).pvalue)
+    assert row["verdict"] == "within seed spread" and row["seeds"] == row["reference_seeds"] == 3
+    shifted = base.assign(value=base["value"] + 1.0)
+    assert compare_results(shifted, base).iloc[0]["verdict"] == "DIFFERENT"  # no spread in the differences: systematic
+    assert compare_results(base.assign(value=base["value"] * (1 + 1e-12)), base).iloc[0]["verdict"] == "identical"
+    constant = base.assign(value=2.0)  # other seeds and no spread on either side: Welch's test has nothing to divide by
+    assert compare_results(constant.assign(seed=constant["seed"] + 10, value=3.0), constant).iloc[0]["verdict"] == "DIFFERENT"
+    assert compare_results(constant.assign(seed=constant["seed"] + 10), constant).iloc[0]["verdict"] == "within seed spread"
+
+
+def test_seed_statistics_known_values():
+    rows = pd.DataFrame(
+        [{"method": "m", "metric": "kid", "seed": s, "value": v, "status": "completed"} for s, v in enumerate([1.0, 3.0])]
+        + [{"method": "one", "metric": "kid", "seed": 0, "value": 2.0, "status": "completed"}]
+        + [{"method": "one", "metric": "kid", "seed": 1, "value": np.nan, "status": "diverged"}]
+    )  # fmt: skip
+    table = seed_statistics(rows).set_index("method")
+    half = stats.t.ppf(0.975, 1) * np.std([1.0, 3.0], ddof=1) / np.sqrt(2)
+    assert (table.loc["m", "ci_low"], table.loc["m", "ci_high"]) == pytest.approx((2.0 - half, 2.0 + half))
+    assert (table.loc["one", "n"], table.loc["one", "n_diverged"]) == (1, 1) and np.isnan(table.loc["one", "ci_low"])
+
+
+def test_tie_test_edge_cases():
+    """Fewer than two shared completed seeds: no paired test (None); no spread: tied only if equal on every seed."""
+    best = pd.Series([1.0, 2.0, 3.0], index=[0, 1, 2])
+    assert tied_by_paired_test(best, pd.Series([1.0, -np.inf, np.nan], index=[0, 1, 2])) is None
+    assert tied_by_paired_test(best, best.copy()) is True
+    assert tied_by_paired_test(best, best + 0.5) is False
+    noisy = pd.Series([1.3, 1.8, 3.1], index=[0, 1, 2])
+    assert tied_by_paired_test(best, noisy) is bool(stats.ttest_rel(best, noisy).pvalue >= 0.05)
+    assert tied_by_paired_test(best, noisy, alpha=0.99) is False
+
+
+def test_interval_cells():
+    rows = pd.DataFrame(
+        [{"method": m, "metric": "kid", "seed": s, "value": v / 1000, "status": "completed", "feature_space": "domain encoder 0123abcd"}
+         for m, values in (("finetune", [1.0, 3.0]), ("scratch", [5.0, 9.0])) for s, v in enumerate(values)]
+    )  # fmt: skip
+    table = build_table(rows, "fidelity", "c", "n", intervals=True)
+    half = stats.t.ppf(0.975, 1) * np.std([1.0, 3.0], ddof=1) / np.sqrt(2)
+    assert f"**2 [{2 - half:.3g}, {2 + half:.3g}]**" in table.markdown
+    assert "0/2, p" in table.markdown and "(baseline)" in table.markdown
