@@ -215,13 +215,9 @@ class Plan:
         first = self.config["seeds"][0]
         return [run for run in self.runs if run.seed == first]
 
-    def panel_inputs(self) -> dict[str, str]:
-        """Per task, its split manifest and target dataset, named `manifest_<task>` and `dataset_<task>`."""
-        inputs = {}
-        for task in self.config["tasks"]:
-            inputs[f"manifest_{task}"] = layout.TASK_SPLIT.fill(task=task)
-            inputs[f"dataset_{task}"] = self.task_dataset(task)
-        return inputs
+    def panel_inputs(self) -> dict[str, dict[str, str]]:
+        """Per task, its split manifest and the target dataset it indexes (`manifest`, `dataset`)."""
+        return {task: {"manifest": layout.TASK_SPLIT.fill(task=task), "dataset": self.task_dataset(task)} for task in self.config["tasks"]}
 
     def panels(self) -> PanelSettings:
         return PanelSettings(self.config["paper"]["samples"], self.config["evaluation"]["seed"], self.config["device"])

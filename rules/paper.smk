@@ -15,7 +15,7 @@ rule collect_training:
 
 rule panels:
     input:
-        unpack(lambda wildcards: PLAN.panel_inputs()),
+        unpack(lambda wildcards: {f"{kind}_{task}": path for task, files in PLAN.panel_inputs().items() for kind, path in files.items()}),
         encoder=layout.ENCODER,
         checkpoints=[str(layout.StageFolder(run.run_dir).checkpoint) for run in PLAN.panel_runs()],
         configs=[str(layout.StageFolder(run.run_dir).config) for run in PLAN.panel_runs()],
@@ -23,7 +23,7 @@ rule panels:
         layout.PANELS,
     params:
         settings=as_arg(PLAN.panels()),
-        tasks=" ".join(f"--manifest {t}={layout.TASK_SPLIT.fill(task=t)} --dataset {t}={PLAN.task_dataset(t)}" for t in config["tasks"]),
+        tasks=" ".join(f"--manifest {task}={files['manifest']} --dataset {task}={files['dataset']}" for task, files in PLAN.panel_inputs().items()),
         run_dirs=" ".join(run.run_dir for run in PLAN.panel_runs()),
     threads: 1
     resources:

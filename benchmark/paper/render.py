@@ -26,7 +26,7 @@ from benchmark.paper.compare import compare_results
 from benchmark.paper.inputs import PaperInputs, checkpoints_present, read_results_folder
 from benchmark.paper.tables import BASELINE, GROUPS, PaperTable, build_table
 from benchmark.results import HEADLINE, NO_TRANSFER
-from benchmark.selection import ORACLE
+from benchmark.selection import ORACLE, SELECTED
 from benchmark.settings import PaperSettings
 
 log = logging.getLogger(__name__)
@@ -219,8 +219,6 @@ def _probability_text(row: pd.Series) -> str:
 
 
 def _power(results: pd.DataFrame, settings: PaperSettings) -> tuple[list[str], pd.DataFrame]:
-    from benchmark.selection import SELECTED
-
     checkpoint = SELECTED if results["checkpoint"].eq(SELECTED).any() else checkpoints_present(results)[0]
     rows = results[results["checkpoint"].eq(checkpoint)]
     table = power.power_table(rows, settings.effect, settings.alpha, settings.power, settings.planned_seeds)
