@@ -27,6 +27,22 @@ include: "rules/paper.smk"
 report: "rules/report/workflow.rst"
 
 
+# Jobs of seconds that read and write small files run where Snakemake runs, never through a cluster's queue (whose
+# wait and per-job start-up would dwarf them): data preparation (which may fetch files: a cluster's login node has
+# the network), splits, gathering results, tables and paper outputs. Training and scoring jobs go to the executor.
+localrules:
+    all,
+    data,
+    prepare_data,
+    split_source,
+    split_meta,
+    split_task,
+    collect,
+    collect_training,
+    table,
+    paper,
+
+
 rule all:
     input:
         rules.table.output[0],

@@ -8,6 +8,7 @@ rule's `params`, so that changing a setting reruns exactly the jobs that use it.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -101,14 +102,31 @@ def cmd_adapt(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def cmd_adapt_seeds(args: argparse.Namespace) -> None:
+    from benchmark.settings import AdaptSettings
+    from benchmark.stages.adapt import adapt_seeds
+
+    try:
+        runs = [
+            (AdaptSettings.from_dict(run["settings"]), {k: Path(v) for k, v in run["artefacts"].items()}, Path(run["output_dir"]))
+            for run in json.loads(args.runs)
+        ]
+    except (ValueError, KeyError, TypeError) as error:
+        raise BenchmarkError(f"--runs must be a JSON list of {{settings, artefacts, output_dir}} objects ({error}).") from None
+    adapt_seeds(runs, manifest=args.manifest, dataset=args.dataset, encoder=args.encoder, batching=args.batching)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from benchmark.settings import EvaluateSettings
     from benchmark.stages.evaluate import evaluate
 
-    evaluate(
-        EvaluateSettings.from_json(args.settings), run_dir=args.run_dir, manifest=args.manifest, dataset=args.dataset,
-        encoder=args.encoder, output=args.output,
-    )  # fmt: skip
+    if len(args.run_dir) != len(args.output):
+        raise BenchmarkError(f"{len(args.run_dir)} --run-dir but {len(args.output)} --output: give one output per run folder, in order.")
+    for run_dir, output in zip(args.run_dir, args.output):  # several runs in one job share its start-up
+        evaluate(
+            EvaluateSettings.from_json(args.settings), run_dir=run_dir, manifest=args.manifest, dataset=args.dataset,
+            encoder=args.encoder, output=output,
+        )  # fmt: skip
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
@@ -209,9 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     files(c, "manifest", "dataset", "encoder")
     c.add_argument("--artefact", action="append", default=[], help="NAME=PATH of an artefact the method requires")
     c.add_argument("--output-dir", type=Path, required=True)
-    c = add("evaluate", cmd_evaluate, "score a run's checkpoints against the task's reference set", trains=True)
+    c = add("adapt-seeds", cmd_adapt_seeds, "adapt one method to one task's K shots for several seeds in one job", trains=True)
+    c.add_argument("--runs", required=True, help="JSON list of {settings, artefacts: {NAME: PATH}, output_dir}, one per seed")
+    files(c, "manifest", "dataset", "encoder")
+    c.add_argument("--batching", choices=("sequential", "vectorised"), required=True, help="one after another, or as one batched model")
+    c = add("evaluate", cmd_evaluate, "score runs' checkpoints against the task's reference set", trains=True)
     c.add_argument("--settings", required=True)
-    files(c, "run-dir", "manifest", "dataset", "encoder", "output")
+    files(c, "manifest", "dataset", "encoder")
+    c.add_argument("--run-dir", type=Path, action="append", required=True, help="a run's folder (repeat, with one --output each)")
+    c.add_argument("--output", type=Path, action="append", required=True, help="the metrics file of the --run-dir at the same position")
     c = add("collect", cmd_collect, "gather every run's metrics into one tidy CSV")
     c.add_argument("--output", type=Path, required=True)
     c.add_argument("metrics", type=Path, nargs="+")
@@ -238,11 +262,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _requested_device(args: argparse.Namespace) -> str:
+    """The `device` of a stage's settings (JSON), without parsing them fully; "auto" when there is none."""
+    text = getattr(args, "settings", None) or (args.runs if getattr(args, "runs", None) else "{}")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return "auto"  # the stage itself reports the bad settings
+    first = value[0].get("settings", {}) if isinstance(value, list) and value and isinstance(value[0], dict) else value
+    return first.get("device", "auto") if isinstance(first, dict) else "auto"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     try:
         if args.trains:
+            from benchmark.devices import claim_gpu_slot  # before torch starts CUDA
+
+            claim_gpu_slot(_requested_device(args))
             from benchmark.provenance import configure_determinism
 
             configure_determinism(args.threads)

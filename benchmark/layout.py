@@ -40,6 +40,7 @@ TASK_KEY = PathTemplate("{task}")
 PRETRAIN_KEY = PathTemplate("{source}/seed{seed}")
 META_TRAIN_KEY = PathTemplate("{source}/{method}/h{draw}/seed{seed}")  # h: the hyperparameter draw (benchmark.sweep)
 RUN_KEY = PathTemplate("{task}/k{shots}/{method}/h{draw}/seed{seed}")
+RUN_GROUP_KEY = PathTemplate("{task}/k{shots}/{method}/h{draw}")  # a job of every seed (config `seed_batching`)
 
 # Stage outputs.
 DATASET = RESULTS / f"data/{DATASET_KEY}.npz"  # the prepared images; their metadata lies beside them
@@ -57,6 +58,7 @@ PANELS = RESULTS / "panels.npz"  # a few samples per run with their nearest shot
 RESULTS_TABLE = REPORTS / "results.md"
 PAPER = REPORTS / "paper"  # tables, statistics and figures (benchmark.paper.render)
 MUTATION_REPORT = REPORTS / "mutation.md"  # scripts/mutation_test.py (not part of the pipeline)
+SCALE_REPORT = REPORTS / "scale"  # scripts/benchmark_scale.py: throughput and overheads (not part of the pipeline)
 
 
 def dataset_metadata(dataset_path: str | Path) -> Path:

@@ -10,6 +10,7 @@ number of pretraining seeds), so seeds vary the shots and the source model as we
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from benchmark import layout
@@ -206,6 +207,27 @@ class Plan:
             config["evaluation"],
             config["device"],
         )
+
+    def group_runs(self, task: str, shots: int, method: str, draw: int) -> list[AdaptationRun]:
+        """The runs of one seed group: every seed of a task, K, method and hyperparameter draw."""
+        return [self.run(task, shots, method, seed, draw) for seed in self.config["seeds"]]
+
+    def adapt_group_json(self, task: str, shots: int, method: str, draw: int) -> str:
+        """`ganbench adapt-seeds --runs`: each seed's settings, artefacts and output folder."""
+        runs = self.group_runs(task, shots, method, draw)
+        return json.dumps(
+            [{"settings": json.loads(self.adapt(run).to_json()), "artefacts": self.artefacts(run), "output_dir": run.run_dir} for run in runs]
+        )
+
+    def gpus_per_job(self) -> int:
+        """GPUs a training job asks the scheduler for: 1 where `device` is cuda, or auto where this process sees a
+        GPU (a cluster's login node may see none: set `device: cuda` there), else 0."""
+        device = self.config["device"]
+        if device == "auto":
+            import torch  # only here: planning needs no torch otherwise
+
+            return int(torch.cuda.is_available())
+        return int(device == "cuda")
 
     def evaluate(self) -> EvaluateSettings:
         return EvaluateSettings(self.config["evaluation"], self.config["device"])

@@ -17,6 +17,7 @@ its BatchNorm statistics are re-estimated from its own samples (`benchmark.model
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -42,6 +43,7 @@ from benchmark.resume import JsonLog, TrainingState
 log = logging.getLogger(__name__)
 
 LOSSES = ("nonsaturating", "hinge")
+NUMERICS_SWITCHES = ("autocast_bf16", "compile")  # TrainSettings fields that change only how the arithmetic is done
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,10 @@ class TrainSettings:
     bn_recalibration_batches: int  # batches of its own samples that set the EMA generator's BatchNorm statistics
     checkpoint_every: int  # 0: checkpoint only at the end
     log_every: int
+    # Numerics switches for accelerators (`autocast`, `compiled`): recorded only when on, so that a run without them
+    # keeps the identity it had before they existed.
+    autocast_bf16: bool
+    compile: bool
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eval_steps", tuple(sorted(self.eval_steps)))
@@ -83,7 +89,8 @@ class TrainSettings:
         return step == self.steps or step in self.eval_steps or bool(self.eval_every and step and step % self.eval_every == 0)
 
     def as_record(self) -> dict[str, Any]:
-        return asdict(self) | {"eval_steps": list(self.eval_steps)}
+        record = asdict(self) | {"eval_steps": list(self.eval_steps)}
+        return {key: value for key, value in record.items() if key not in NUMERICS_SWITCHES or value}
 
 
 @dataclass(frozen=True)
@@ -219,6 +226,133 @@ def _step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, penalty: torch.T
     return loss
 
 
+class RunRecorder:
+    """One run's bookkeeping, shared by the per-run loop (`train_gan`) and the seed-batched one
+    (`benchmark.batched.train_gan_batched`): its optimisers, EMA generator and sampler, resuming from its checkpoint,
+    its log, evaluations, snapshots, checkpoints and divergence. The batched loop trains stacked copies of the
+    weights and writes them back into this run's models before it evaluates or checkpoints, so both loops leave
+    files of one format."""
+
+    def __init__(
+        self,
+        models: GANModels,
+        settings: TrainSettings,
+        seed: int,
+        run_dir: Path,
+        hooks: TrainingHooks,
+        run_identity: dict[str, Any],
+        evaluate: Callable[[Generator, int], dict[str, Any]] | None,
+        device: torch.device,
+    ) -> None:
+        """`settings` as the hooks adapted them (`TrainingHooks.training_settings`)."""
+        self.models, self.settings, self.seed, self.hooks, self.evaluate = models, settings, seed, hooks, evaluate
+        self.folder = StageFolder(run_dir)
+        self.folder.path.mkdir(parents=True, exist_ok=True)
+        self.generator, self.discriminator = generator, discriminator = models.generator, models.discriminator
+        generator.train()
+        discriminator.train()
+        self.params_g, self.params_d = hooks.trainable_parameters(generator, discriminator)
+        self.optimiser_g = hooks.make_optimiser(self.params_g, settings.lr_g, settings)
+        self.optimiser_d = hooks.make_optimiser(self.params_d, settings.lr_d, settings)
+        self.ema = copy.deepcopy(generator).requires_grad_(False) if settings.ema_decay > 0 else None
+        # Batches and noise come from one generator whose state is checkpointed: a resumed run draws what an
+        # uninterrupted one would have drawn.
+        self.sampler = torch.Generator().manual_seed(seed)
+        self.identity = {**run_identity, "train_settings": settings.as_record(), "seed": seed}
+        self.log_file = JsonLog(self.folder.train_log)
+        self.structure = model_structure(generator, discriminator)
+        parts: dict[str, Any] = {
+            "generator": generator,
+            "discriminator": discriminator,
+            "generator_ema": self.ema,
+            "optimiser_g": self.optimiser_g,
+            "optimiser_d": self.optimiser_d,
+        }
+        if hooks.state_dict():  # only then: checkpoints of methods without state keep their layout
+            parts["method_state"] = hooks
+        self.state = TrainingState(self.identity, models.arch.to_dict(), parts, {"sampler_state": self.sampler}, self.log_file, self.structure)
+        # Mid-run state goes to resume.pt, the finished run to checkpoint.pt: a workflow manager may delete a job's
+        # declared outputs (checkpoint.pt) before rerunning it, but keeps resume.pt, so a killed job resumes.
+        self.start_step = self.state.resume((self.folder.checkpoint, self.folder.resume), device, "run")
+        if self.start_step:
+            log.info("resuming %s at step %d of %d", run_dir, self.start_step, settings.steps)
+        elif self.folder.snapshots.exists():  # left by an earlier run with other settings: never mix its generators in
+            shutil.rmtree(self.folder.snapshots)
+        self._recalibrated_at: list[int] = []
+        self._last_time, self._last_step = 0.0, self.start_step
+
+    def start_clock(self) -> float:
+        """Called as the training steps begin (after the starting point's evaluation): the start of the first logged
+        rate's interval. Returns the start time."""
+        started, self._last_time = time.perf_counter(), time.perf_counter()
+        return started
+
+    def checkpoint(self, step: int) -> None:
+        finished = step == self.settings.steps
+        self.state.save(self.folder.checkpoint if finished else self.folder.resume, step, mid_run=not finished)
+
+    def diverge(self, step: int, reason: str) -> None:
+        self.log_file.append({"step": step, "diverged": reason})
+        self.log_file.write()
+        self.folder.resume.unlink(missing_ok=True)  # resuming would only diverge again at the same step
+        raise TrainingDiverged(step, reason)
+
+    def evaluated_generator(self, step: int) -> Generator:
+        """G, or the EMA generator with BatchNorm statistics re-estimated for its weights of this step."""
+        if self.ema is None:
+            return self.generator
+        if self._recalibrated_at != [step]:
+            # Seeded by the run's seed only: the statistics depend on the weights alone, so a resumed run's
+            # checkpoints equal an uninterrupted run's whatever the EMA's buffers held when it was saved.
+            recalibrate_batchnorm(self.ema, self.settings.bn_recalibration_batches, self.settings.batch_size, self.seed)
+            self._recalibrated_at[:] = [step]
+        return self.ema
+
+    def run_evaluation(self, step: int) -> None:
+        if self.evaluate is not None:
+            evaluated = self.evaluated_generator(step)
+            try:
+                result = self.evaluate(evaluated, step)
+            except NonFiniteSamples:
+                self.diverge(step, "non-finite generated images")
+            self.log_file.append({"step": step, "eval": result})
+            log.info("step %d: evaluation %s", step, result)
+            if step != self.settings.steps:  # the last step's generator is in checkpoint.pt
+                save_snapshot(self.folder.snapshot(step), step, self.models.arch, self.identity, evaluated, self.structure)
+
+    def record_step(self, step: int, values: dict[str, float], real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
+        """Check a step's logged losses (non-finite: the run diverged) and write a log line on the log schedule,
+        with D's mean logits of the step's D update (read only on a logged step: each read waits for the device)."""
+        bad = [name for name, value in values.items() if not math.isfinite(value)]
+        if bad:
+            self.diverge(step, f"non-finite {', '.join(bad)}")
+        if step % self.settings.log_every == 0 or step in (1, self.settings.steps):
+            now = time.perf_counter()
+            rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+            self._last_time, self._last_step = now, step
+            line = {**values, "step": step, "d_real": real_logits.mean().item(), "d_fake": fake_logits.mean().item(), "steps_per_s": round(rate, 2)}
+            self.log_file.append(line)
+            log.info("step %d/%d  loss_d %.3f  loss_g %.3f  (%.1f steps/s)", step, self.settings.steps, values["loss_d"], values["loss_g"], rate)
+
+    def after_step(self, step: int) -> None:
+        """The evaluation and checkpoint schedule within the run (the last step is `finish`'s)."""
+        if self.settings.evaluates_at(step) and step != self.settings.steps:
+            self.run_evaluation(step)
+        if self.settings.checkpoint_every and step % self.settings.checkpoint_every == 0 and step != self.settings.steps:
+            self.checkpoint(step)
+
+    def finish(self, started: float) -> GANModels:
+        """Evaluate and save the last step (unless the run was finished already); the models to evaluate."""
+        steps = self.settings.steps
+        if self.start_step < steps:
+            self.evaluated_generator(steps)  # the saved EMA generator carries its own statistics
+            self.run_evaluation(steps)
+            self.checkpoint(steps)
+            self.folder.resume.unlink(missing_ok=True)
+            log.info("trained %d steps in %.1f s", steps - self.start_step, time.perf_counter() - started)
+        return GANModels(self.models.arch, self.ema if self.ema is not None else self.generator, self.discriminator)
+
+
 def train_gan(
     models: GANModels,
     real_images: torch.Tensor,
@@ -237,122 +371,61 @@ def train_gan(
     Returns the models to evaluate: G (the EMA copy when enabled, its BatchNorm statistics its own) and D.
     """
     settings = hooks.training_settings(settings)
-    folder = StageFolder(run_dir)
-    folder.path.mkdir(parents=True, exist_ok=True)
     device = real_images.device
-    generator, discriminator = models.generator, models.discriminator
-    generator.train()
-    discriminator.train()
-    params_g, params_d = hooks.trainable_parameters(generator, discriminator)
-    optimiser_g = hooks.make_optimiser(params_g, settings.lr_g, settings)
-    optimiser_d = hooks.make_optimiser(params_d, settings.lr_d, settings)
-    ema = copy.deepcopy(generator).requires_grad_(False) if settings.ema_decay > 0 else None
-    # Batches and noise come from one generator whose state is checkpointed: a resumed run draws what an
-    # uninterrupted one would have drawn.
-    sampler = torch.Generator().manual_seed(seed)
-    identity = {**run_identity, "train_settings": settings.as_record(), "seed": seed}
-    log_file = JsonLog(folder.train_log)
-    structure = model_structure(generator, discriminator)
-    parts: dict[str, Any] = {
-        "generator": generator,
-        "discriminator": discriminator,
-        "generator_ema": ema,
-        "optimiser_g": optimiser_g,
-        "optimiser_d": optimiser_d,
-    }
-    if hooks.state_dict():  # only then: checkpoints of methods without state keep their layout
-        parts["method_state"] = hooks
-    state = TrainingState(identity, models.arch.to_dict(), parts, {"sampler_state": sampler}, log_file, structure)
-    # Mid-run state goes to resume.pt, the finished run to checkpoint.pt: a workflow manager may delete a job's
-    # declared outputs (checkpoint.pt) before rerunning it, but keeps resume.pt, so a killed job resumes.
-    start_step = state.resume((folder.checkpoint, folder.resume), device, "run")
-    if start_step:
-        log.info("resuming %s at step %d of %d", run_dir, start_step, settings.steps)
-    elif folder.snapshots.exists():  # left by an earlier run with other settings: never mix its generators in
-        shutil.rmtree(folder.snapshots)
-
-    def checkpoint(step: int) -> None:
-        finished = step == settings.steps
-        state.save(folder.checkpoint if finished else folder.resume, step, mid_run=not finished)
-
-    def diverge(step: int, reason: str) -> None:
-        log_file.append({"step": step, "diverged": reason})
-        log_file.write()
-        folder.resume.unlink(missing_ok=True)  # resuming would only diverge again at the same step
-        raise TrainingDiverged(step, reason)
-
-    recalibrated_at: list[int] = []
-
-    def evaluated_generator(step: int) -> Generator:
-        """G, or the EMA generator with BatchNorm statistics re-estimated for its weights of this step."""
-        if ema is None:
-            return generator
-        if recalibrated_at != [step]:
-            # Seeded by the run's seed only: the statistics depend on the weights alone, so a resumed run's
-            # checkpoints equal an uninterrupted run's whatever the EMA's buffers held when it was saved.
-            recalibrate_batchnorm(ema, settings.bn_recalibration_batches, settings.batch_size, seed)
-            recalibrated_at[:] = [step]
-        return ema
-
-    def run_evaluation(step: int) -> None:
-        if evaluate is not None:
-            evaluated = evaluated_generator(step)
-            try:
-                result = evaluate(evaluated, step)
-            except NonFiniteSamples:
-                diverge(step, "non-finite generated images")
-            log_file.append({"step": step, "eval": result})
-            log.info("step %d: evaluation %s", step, result)
-            if step != settings.steps:  # the last step's generator is in checkpoint.pt
-                save_snapshot(folder.snapshot(step), step, models.arch, identity, evaluated, structure)
-
+    run = RunRecorder(models, settings, seed, run_dir, hooks, run_identity, evaluate, device)
+    generator, discriminator, sampler, ema = run.generator, run.discriminator, run.sampler, run.ema
+    forward_g, forward_d = compiled(generator, settings), compiled(discriminator, settings)
     num_real = real_images.shape[0]
-    if start_step == 0 and settings.evaluates_at(0):
-        run_evaluation(0)  # the starting point of the adaptation curve
-    started, last_time, last_step = time.perf_counter(), time.perf_counter(), start_step
-    for step in range(start_step + 1, settings.steps + 1):
+    if run.start_step == 0 and settings.evaluates_at(0):
+        run.run_evaluation(0)  # the starting point of the adaptation curve
+    started = run.start_clock()
+    for step in range(run.start_step + 1, settings.steps + 1):
         hooks.begin_step(step, generator, discriminator)
         real = real_images[torch.randint(num_real, (settings.batch_size,), generator=sampler).to(device)]
         z = hooks.sample_noise("d", step, settings.batch_size, generator.z_dim, sampler).to(device)
-        fake = generator(z)
-        real_logits = discriminator(hooks.augment(real, sampler))
-        fake_logits = discriminator(hooks.augment(fake.detach(), sampler))
-        extra_d = hooks.step_losses("d", StepBatch(step, real, z, fake.detach(), sampler), generator, discriminator)
-        loss_d = _step(optimiser_d, discriminator_loss(settings.loss, real_logits, fake_logits), hooks.discriminator_penalty(discriminator), extra_d)
+        with autocast(device, settings):
+            fake = forward_g(z)
+            real_logits = forward_d(hooks.augment(real, sampler))
+            fake_logits = forward_d(hooks.augment(fake.detach(), sampler))
+            extra_d = hooks.step_losses("d", StepBatch(step, real, z, fake.detach(), sampler), generator, discriminator)
+            loss_d = discriminator_loss(settings.loss, real_logits, fake_logits)
+        loss_d = _step(run.optimiser_d, loss_d, hooks.discriminator_penalty(discriminator), extra_d)
 
         z = hooks.sample_noise("g", step, settings.batch_size, generator.z_dim, sampler).to(device)
-        fake = generator(z)
-        fake_logits_g = discriminator(hooks.augment(fake, sampler))
-        extra_g = hooks.step_losses("g", StepBatch(step, real, z, fake, sampler), generator, discriminator)
-        loss_g = _step(optimiser_g, generator_loss(settings.loss, fake_logits_g), hooks.generator_penalty(generator), extra_g)
+        with autocast(device, settings):
+            fake = forward_g(z)
+            fake_logits_g = forward_d(hooks.augment(fake, sampler))
+            extra_g = hooks.step_losses("g", StepBatch(step, real, z, fake, sampler), generator, discriminator)
+            loss_g = generator_loss(settings.loss, fake_logits_g)
+        loss_g = _step(run.optimiser_g, loss_g, hooks.generator_penalty(generator), extra_g)
         if ema is not None:
-            # Warm-up (as in TensorFlow's ExponentialMovingAverage): early on the average must not be
-            # dominated by the random initial weights.
-            update_ema(ema, generator, min(settings.ema_decay, (1.0 + step) / (10.0 + step)))
+            update_ema(ema, generator, ema_decay_at(step, settings.ema_decay))
 
         values = {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
         values |= {f"{update}_{name}": term.item() for update, terms in (("d", extra_d), ("g", extra_g)) for name, term in terms.items()}
-        bad = [name for name, value in values.items() if not math.isfinite(value)]
-        if bad:
-            diverge(step, f"non-finite {', '.join(bad)}")
-        if step % settings.log_every == 0 or step in (1, settings.steps):
-            now = time.perf_counter()
-            rate = (step - last_step) / max(now - last_time, 1e-9)
-            last_time, last_step = now, step
-            values.update(step=step, d_real=real_logits.mean().item(), d_fake=fake_logits.mean().item(), steps_per_s=round(rate, 2))
-            log_file.append(values)
-            log.info("step %d/%d  loss_d %.3f  loss_g %.3f  (%.1f steps/s)", step, settings.steps, values["loss_d"], values["loss_g"], rate)
-        if settings.evaluates_at(step) and step != settings.steps:
-            run_evaluation(step)
-        if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step != settings.steps:
-            checkpoint(step)
-    if start_step < settings.steps:
-        evaluated_generator(settings.steps)  # the saved EMA generator carries its own statistics
-        run_evaluation(settings.steps)
-        checkpoint(settings.steps)
-        folder.resume.unlink(missing_ok=True)
-        log.info("trained %d steps in %.1f s", settings.steps - start_step, time.perf_counter() - started)
-    return GANModels(models.arch, ema if ema is not None else generator, discriminator)
+        run.record_step(step, values, real_logits, fake_logits)
+        run.after_step(step)
+    return run.finish(started)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """Warm-up (as in TensorFlow's ExponentialMovingAverage): early on the average must not be dominated by the
+    random initial weights."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
+def autocast(device: torch.device, settings: TrainSettings) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast of the forward passes and losses when `autocast_bf16` is on (weights, optimiser states and the
+    EMA stay float32); otherwise nothing changes, bit for bit."""
+    if not settings.autocast_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def compiled(module: nn.Module, settings: TrainSettings) -> Callable[..., torch.Tensor]:
+    """The module's forward as training calls it: `torch.compile`d when `compile` is on (the module itself, with
+    its parameters, is unchanged: hooks, checkpoints and evaluation see the plain module)."""
+    return torch.compile(module) if settings.compile else module
 
 
 def as_training_tensor(images_uint8: np.ndarray, device: torch.device) -> torch.Tensor:

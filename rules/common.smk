@@ -18,6 +18,13 @@ try:
 except BenchmarkError as error:
     raise WorkflowError(f"configuration error: {error}") from None
 
+# One job per run, or one per seed group (`seed_batching`); GPUs each training job asks the scheduler for: one where
+# the config's device is a GPU (`auto`: where Snakemake starts sees one), else none. Locally `--resources gpu=N`
+# then runs at most N GPU jobs at once and each job claims its own GPU (benchmark/devices.py); under SLURM it
+# becomes `--gpus=1`.
+SEED_BATCHING = config["seed_batching"]
+GPUS_PER_JOB = PLAN.gpus_per_job()
+
 # Jobs run the `ganbench` command of the environment that runs Snakemake (its bin folder goes first on PATH), also
 # when Snakemake was started as `.venv/bin/snakemake` without activating the environment. The prefix replaces
 # Snakemake's default one, so it repeats its strict mode.
@@ -58,6 +65,13 @@ def adapt_inputs(wildcards):
         **PLAN.feature_inputs(),
         **PLAN.artefacts(run),
     }
+
+
+def adapt_group_inputs(wildcards):
+    """What a seed group's job reads: the task's files and every seed's artefacts."""
+    runs = PLAN.group_runs(wildcards.task, int(wildcards.shots), wildcards.method, int(wildcards.draw))
+    artefacts = {f"{name}_seed{run.seed}": path for run in runs for name, path in PLAN.artefacts(run).items()}
+    return {"manifest": layout.TASK_SPLIT.fill(task=wildcards.task), "dataset": PLAN.task_dataset(wildcards.task), **PLAN.feature_inputs(), **artefacts}
 
 
 def meta_train_inputs(wildcards):

@@ -7,6 +7,9 @@ rule collect_training:
         [str(layout.StageFolder(run.run_dir).train_log) for run in PLAN.runs],
     output:
         layout.TRAINING_CSV,
+    resources:
+        mem_mb=2000,
+        runtime=10,
     log:
         layout.log("collect_training"),
     shell:
@@ -52,6 +55,9 @@ rule paper:
         ),
     params:
         settings=as_arg(PLAN.paper()),
+    resources:
+        mem_mb=2000,
+        runtime=10,
     log:
         layout.log("paper"),
     shell:

@@ -11,6 +11,7 @@ rule pretrain:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=GPUS_PER_JOB,
     log:
         layout.log("pretrain", layout.PRETRAIN_KEY),
     benchmark:
@@ -35,6 +36,7 @@ rule meta_train:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=GPUS_PER_JOB,
     log:
         layout.log("meta_train", layout.META_TRAIN_KEY),
     benchmark:
@@ -56,6 +58,7 @@ rule build_artefact:
     resources:
         mem_mb=3000,
         runtime=30,
+        gpu=GPUS_PER_JOB,
     log:
         layout.log("build_artefact", layout.PLUGIN_ARTEFACT_KEY),
     benchmark:
@@ -64,25 +67,55 @@ rule build_artefact:
         "ganbench --threads {threads} build-artefact --settings {params.settings} {params.artefacts} --output {output} 2>&1 | tee {log}"
 
 
-rule adapt:
-    input:
-        unpack(adapt_inputs),
-    output:
-        checkpoint=layout.RUN / layout.StageFolder.CHECKPOINT,
-        config=layout.RUN / layout.StageFolder.CONFIG,
-        train_log=layout.RUN / layout.StageFolder.TRAIN_LOG,
-    params:
-        settings=lambda w: as_arg(PLAN.adapt(run_of(w))),
-        artefacts=lambda w: " ".join(f"--artefact {name}={path}" for name, path in PLAN.artefacts(run_of(w)).items()),
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=30,
-    log:
-        layout.log("adapt", layout.RUN_KEY),
-    benchmark:
-        layout.benchmark("adapt", layout.RUN_KEY)
-    shell:
-        "ganbench --threads {threads} adapt --settings {params.settings} --manifest {input.manifest} "
-        "--dataset {input.dataset} --encoder {input.encoder} {params.artefacts} "
-        "--output-dir $(dirname {output.checkpoint}) 2>&1 | tee {log}"
+# One job per run (`seed_batching: separate`), or one job per seed group: every seed of a (task, K, method,
+# hyperparameter draw), trained one after another or as one batched model (README, Scaling up).
+if SEED_BATCHING == "separate":
+
+    rule adapt:
+        input:
+            unpack(adapt_inputs),
+        output:
+            checkpoint=layout.RUN / layout.StageFolder.CHECKPOINT,
+            config=layout.RUN / layout.StageFolder.CONFIG,
+            train_log=layout.RUN / layout.StageFolder.TRAIN_LOG,
+        params:
+            settings=lambda w: as_arg(PLAN.adapt(run_of(w))),
+            artefacts=lambda w: " ".join(f"--artefact {name}={path}" for name, path in PLAN.artefacts(run_of(w)).items()),
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=30,
+            gpu=GPUS_PER_JOB,
+        log:
+            layout.log("adapt", layout.RUN_KEY),
+        benchmark:
+            layout.benchmark("adapt", layout.RUN_KEY)
+        shell:
+            "ganbench --threads {threads} adapt --settings {params.settings} --manifest {input.manifest} "
+            "--dataset {input.dataset} --encoder {input.encoder} {params.artefacts} "
+            "--output-dir $(dirname {output.checkpoint}) 2>&1 | tee {log}"
+
+else:
+
+    rule adapt_seeds:
+        input:
+            unpack(adapt_group_inputs),
+        output:
+            checkpoints=expand(layout.RUN / layout.StageFolder.CHECKPOINT, seed=config["seeds"], allow_missing=True),
+            configs=expand(layout.RUN / layout.StageFolder.CONFIG, seed=config["seeds"], allow_missing=True),
+            train_logs=expand(layout.RUN / layout.StageFolder.TRAIN_LOG, seed=config["seeds"], allow_missing=True),
+        params:
+            runs=lambda w: shlex.quote(PLAN.adapt_group_json(w.task, int(w.shots), w.method, int(w.draw))),
+            batching=SEED_BATCHING,
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=lambda w: 30 * len(config["seeds"]),
+            gpu=GPUS_PER_JOB,
+        log:
+            layout.log("adapt_seeds", layout.RUN_GROUP_KEY),
+        benchmark:
+            layout.benchmark("adapt_seeds", layout.RUN_GROUP_KEY)
+        shell:
+            "ganbench --threads {threads} adapt-seeds --batching {params.batching} --runs {params.runs} "
+            "--manifest {input.manifest} --dataset {input.dataset} --encoder {input.encoder} 2>&1 | tee {log}"
