@@ -117,7 +117,10 @@ class StackedModule:
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         self.iterate_power()
-        return self.forward(self.params, self.buffers, inputs)
+        # The forward reads the spectral-norm vectors as they are now; the next call's power iteration updates them in
+        # place while this call's graph may still need them (a compiled graph saves its inputs, not its clones).
+        vectors = {name: self.buffers[name].clone() for _, _, u, v in self.power_iterations for name in (u, v)}
+        return self.forward(self.params, {**self.buffers, **vectors}, inputs)
 
     @torch.no_grad()
     def iterate_power(self) -> None:

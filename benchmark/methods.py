@@ -145,6 +145,9 @@ class Method(TrainingHooks):
     provides: ClassVar[tuple[Artefact, ...]] = ()  # artefacts this plugin adds to the pipeline
     hyperparameters: ClassVar[dict[str, Hyperparameter]] = {}
     augmentation: ClassVar[tuple[str, ...]] = ()  # DiffAugment policy, set by the "+diffaug" modifier
+    # False: seeds never train as one vectorised model (`benchmark.batched.batching_problem`), e.g. modules with
+    # in-place state other than BatchNorm statistics and spectral norm's vectors.
+    batchable: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A search range no sweep could draw from is refused where the method is defined, naming both."""

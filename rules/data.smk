@@ -80,6 +80,7 @@ rule train_encoder:
     resources:
         mem_mb=4000,
         runtime=20,
+        gpu=GPUS_PER_JOB,
     log:
         layout.log("train_encoder"),
     shell:

@@ -32,6 +32,7 @@ rule panels:
     resources:
         mem_mb=3000,
         runtime=15,
+        gpu=GPUS_PER_JOB,
     log:
         layout.log("panels"),
     benchmark:

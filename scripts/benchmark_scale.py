@@ -13,10 +13,11 @@ not a timed test):
    benchmark records under results/benchmarks/).
 
     .venv/bin/python scripts/benchmark_scale.py [--device auto] [--runs 8] [--steps 200] [--workdir DIR]
-        [--output-dir reports/scale (the default)]
+        [--cost config/full.yaml] [--output-dir reports/scale (the default)]
 
-Writes scale.json and scale.md. Shapes are the default preset's (28 px, z 64, width 64, batch 32, K = 10 digits);
-on a GPU pass larger --runs and --steps (e.g. --runs 256 --steps 500).
+With --cost, the preset's device-hours from its plan and the per-unit times measured here. Writes scale.json and
+scale.md. Shapes are the full preset's adaptation (28 px, z 64, width 64, batch 32, K = 10 digits); on a GPU pass
+larger --runs and --steps (e.g. --runs 256 --steps 500).
 """
 
 from __future__ import annotations
@@ -110,30 +111,54 @@ def hand_written_loop(arch: Architecture, real: torch.Tensor, runs: int, setting
                 torch._foreach_lerp_(ema_params, g_params, 1.0 - min(settings.ema_decay, (1.0 + step) / (10.0 + step)))
 
 
-def training_throughput(device: torch.device, runs: int, steps: int, paths: list[str]) -> list[dict[str, Any]]:
+def time_path(path: str, device: torch.device, arch: Architecture, real: torch.Tensor, runs: int, settings: TrainSettings) -> float:
+    """Seconds one path takes for the grid, from fresh models."""
+    with tempfile.TemporaryDirectory() as folder:
+        members = fresh_members(runs, arch, real, Path(folder), "scratch")
+        if path.startswith("hand-written"):
+            return timed(device, partial(hand_written_loop, arch, real, runs, settings))
+        if path.startswith("per-run"):
+            return timed(device, partial(per_run_loop, members, settings))
+        return timed(device, partial(train_gan_batched, members, settings))
+
+
+def training_throughput(device: torch.device, runs: int, steps: int, paths: list[str], repeats: int) -> list[dict[str, Any]]:
+    """Each path `repeats` times, the paths interleaved (so that no path gains from running later in the process, on
+    a warmer allocator or a quieter machine); the median time."""
     arch = Architecture.from_config(ARCH, image_size=28, channels=1)
     real = shots(device)
-    rows = []
     base = TrainSettings.from_config({**TRAIN, "steps": steps, "log_every": steps, "checkpoint_every": 0})
     # Untimed warm-up: the first loop of a process pays for kernel selection and the allocator's first requests.
     hand_written_loop(arch, real, 1, TrainSettings.from_config({**base.as_record(), "steps": 10}))
-    for path in paths:
-        settings = TrainSettings.from_config({**base.as_record(), "autocast_bf16": "bf16" in path, "compile": "compile" in path})
-        with tempfile.TemporaryDirectory() as folder:
-            members = fresh_members(runs, arch, real, Path(folder), "scratch")
-            log.info("timing %s: %d runs x %d steps", path, runs, steps)
+    times: dict[str, list[float]] = {path: [] for path in paths}
+    failed: dict[str, str] = {}
+    for repeat in range(repeats):
+        for path in paths:
+            if path in failed:
+                continue
+            settings = TrainSettings.from_config({**base.as_record(), "autocast_bf16": "bf16" in path, "compile": "compile" in path})
+            log.info("timing %s (%d of %d): %d runs x %d steps", path, repeat + 1, repeats, runs, steps)
             try:
-                if path.startswith("hand-written"):
-                    seconds = timed(device, partial(hand_written_loop, arch, real, runs, settings))
-                elif path.startswith("per-run"):
-                    seconds = timed(device, partial(per_run_loop, members, settings))
-                else:
-                    seconds = timed(device, partial(train_gan_batched, members, settings))
+                times[path].append(time_path(path, device, arch, real, runs, settings))
             except Exception as error:  # a path this device or build cannot take (e.g. compile without a compiler)
                 log.warning("%s failed: %s", path, error)
-                rows.append({"path": path, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"})
-                continue
-        rows.append({"path": path, "runs": runs, "steps": steps, "seconds": round(seconds, 3), "steps_per_s": round(runs * steps / seconds, 2)})
+                failed[path] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        if path in failed:
+            rows.append({"path": path, "error": failed[path]})
+            continue
+        seconds = statistics.median(times[path])
+        rows.append(
+            {
+                "path": path,
+                "runs": runs,
+                "steps": steps,
+                "seconds": round(seconds, 3),
+                "all seconds": [round(t, 2) for t in times[path]],
+                "steps_per_s": round(runs * steps / seconds, 2),
+            }
+        )
     naive = next((row["steps_per_s"] for row in rows if row["path"] == "per-run loop" and "steps_per_s" in row), None)
     hand = next((row["seconds"] for row in rows if row["path"].startswith("hand-written") and "seconds" in row), None)
     for row in rows:
@@ -195,6 +220,73 @@ def job_times(workdir: Path) -> dict[str, dict[str, float]]:
     return found
 
 
+def full_preset_cost(config_path: Path, device: torch.device, adapt_rate: float, validation_scoring: float) -> dict[str, Any]:
+    """The preset's job counts from its plan, and its compute from per-unit times measured here at its shapes:
+    adaptation steps/s (the per-run loop row), pretraining steps/s and meta-iterations/s (timed below), validation
+    scoring per evaluation point (the metric row); the metric suite per scored checkpoint is the measurement in the
+    README (Metrics, Speed: 13.2 s at 5,000 generated vs 10,000 reference images)."""
+    from benchmark.config import load_config
+    from benchmark.plan import Plan
+
+    config = load_config(config_path)
+    plan = Plan(config)
+    artefacts = {path for run in plan.runs for path in plan.artefacts(run).values()}
+    pretrainings = sum(1 for path in artefacts if "/pretrain/" in path)
+    meta_trainings = sorted(path for path in artefacts if "/metatrain/" in path)
+    arch = Architecture.from_config(config["architecture"], config["image_size"], config["channels"])
+    real = shots(device, 64)
+    pretrain = TrainSettings.from_config({**config["pretrain"]["train"], "steps": 40, "log_every": 40, "checkpoint_every": 0})
+    with tempfile.TemporaryDirectory() as folder:
+        member = fresh_members(1, arch, real, Path(folder), "scratch")[0]
+        pretrain_rate = 40 / timed(device, partial(per_run_loop, [member], pretrain))
+    meta_seconds = {name: meta_iteration_seconds(name, config, arch, device) for name in ("maml_gan", "reptile")}
+    adapt = TrainSettings.from_config(config["adapt"]["train"])
+    evaluations = sum(1 for step in range(adapt.steps + 1) if adapt.evaluates_at(step))
+    suite_seconds, start_up_seconds = 13.2, 10.0  # two scored checkpoints per run; two jobs' imports per run
+    per_run = adapt.steps / adapt_rate + evaluations * validation_scoring + 2 * suite_seconds + start_up_seconds
+    meta_hours = 0.0
+    for path in meta_trainings:
+        method = "reptile" if "/reptile/" in path else "maml_gan"
+        iterations = config["adapt"]["method_hparams"].get(method, {}).get("meta_iterations", 5000)
+        meta_hours += iterations * meta_seconds[method] / 3600
+    hours = {
+        "adaptation runs": round(len(plan.runs) * per_run / 3600, 1),
+        "pretrainings": round(pretrainings * config["pretrain"]["train"]["steps"] / pretrain_rate / 3600, 1),
+        "meta-trainings": round(meta_hours, 1),
+    }
+    return {
+        "config": str(config_path),
+        "adaptation runs": len(plan.runs),
+        "pretrainings": pretrainings,
+        "meta-trainings": len(meta_trainings),
+        "adaptation steps/s (one run)": round(adapt_rate, 2),
+        "pretraining steps/s": round(pretrain_rate, 2),
+        "meta-iteration s": {name: round(value, 3) for name, value in meta_seconds.items()},
+        "evaluation points per run": evaluations,
+        "seconds per adaptation run": round(per_run, 1),
+        "device-hours": hours,
+        "device-hours total": round(sum(hours.values()), 1),
+    }
+
+
+def meta_iteration_seconds(method: str, config: dict[str, Any], arch: Architecture, device: torch.device) -> float:
+    """One outer update of a meta-learner at the config's hyperparameters, on digit tasks of the config's support
+    and query sizes (median of 3 after one untimed)."""
+    from benchmark.plan import method_hparams
+
+    hparams = method_hparams(config, method)
+    learner = get_method(method)(**hparams)
+    models = GANModels.fresh(arch, 0, device)
+    images = shots(device, 200)
+    size = config["meta"]["support_size"]
+    tasks = [
+        (images[i * 2 * size : i * 2 * size + size], images[i * 2 * size + size : (i + 1) * 2 * size]) for i in range(hparams["meta_batch_size"])
+    ]
+    rng = torch.Generator().manual_seed(0)
+    learner.meta_step(models, tasks, rng)
+    return statistics.median(timed(device, partial(learner.meta_step, models, tasks, rng)) for _ in range(3))
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Adaptation throughput and overheads (scripts/benchmark_scale.py)",
@@ -204,7 +296,7 @@ def markdown(report: dict[str, Any]) -> str:
         "## Training: aggregate steps/s on one grid",
         "",
         "| path | runs | steps | seconds | steps/s | speed-up vs per-run loop | framework overhead |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|",  # seconds: the median over --repeats
     ]
     for row in report["training"]:
         if "error" in row:
@@ -218,6 +310,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"- {name}: {value}" for name, value in report["metrics"].items()]
     lines += ["", "## Per-job start-up (fresh process, median of 3)", ""]
     lines += [f"- {name}: {value} s" for name, value in report["start_up"].items()]
+    if report.get("cost"):
+        cost = report["cost"]
+        lines += ["", f"## Cost of {cost['config']} (measured per unit on this device, extrapolated to the plan)", ""]
+        lines += [f"- {name}: {value}" for name, value in cost.items() if name != "config"]
     if report.get("jobs"):
         lines += [
             "",
@@ -251,8 +347,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="times each path runs, interleaved; the median is reported")
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
     parser.add_argument("--workdir", type=Path, default=None, help="a finished run's folder, for its job wall times")
+    parser.add_argument("--cost", type=Path, default=None, help="a preset (config/full.yaml) to cost from the units measured here")
     parser.add_argument("--output-dir", type=Path, default=Path(layout.SCALE_REPORT))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -265,10 +363,14 @@ def main() -> None:
         "code_version": code_version(),
         "torch": torch.__version__,
         "threads": args.threads,
-        "training": training_throughput(device, args.runs, args.steps, args.paths),
+        "training": training_throughput(device, args.runs, args.steps, args.paths, args.repeats),
         "metrics": metric_time(device),
         "start_up": start_up(),
     }
+    if args.cost:
+        per_run = next(row for row in report["training"] if row["path"] == "per-run loop")
+        scoring = report["metrics"]["KID+FID of 1,000 s"] + report["metrics"]["generate 1,000 s"]
+        report["cost"] = full_preset_cost(args.cost, device, per_run["steps_per_s"], scoring)
     if args.workdir:
         report["workdir"] = str(args.workdir)
         report["jobs"] = job_times(args.workdir)

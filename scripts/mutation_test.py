@@ -84,6 +84,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "benchmark/paper/tables.py": ("tests/test_paper.py",),
     "benchmark/paper/aggregate.py": ("tests/test_paper.py",),
     "benchmark/paper/power.py": ("tests/test_paper.py",),
+    "benchmark/batched.py": ("tests/test_batched.py",),
+    "benchmark/devices.py": ("tests/test_devices.py",),
     "benchmark/paper/compare.py": ("tests/test_paper.py",),
     "benchmark/paper/inputs.py": ("tests/test_paper.py",),
     "datasets/medmnist.py": ("tests/test_medmnist.py", "tests/test_fetch.py"),

@@ -197,3 +197,22 @@ def test_a_killed_batch_resumes_each_seed_where_its_checkpoint_left_it(task_file
     for seed in SEEDS:
         assert differences(tmp_path / "uninterrupted" / str(seed), tmp_path / "resumed" / str(seed)) == []
         assert not (tmp_path / "resumed" / str(seed) / "resume.pt").exists()
+
+
+def test_a_method_may_opt_out_of_batching(monkeypatch):
+    finetune = get_method("finetune")
+    assert batching_problem(finetune) is None
+    monkeypatch.setattr(finetune, "batchable", False)
+    assert batching_problem(finetune) == "the method declares batchable = False"
+
+
+def test_bad_runs_for_adapt_seeds_give_one_clear_error(task_files, tmp_path):
+    from conftest import assert_one_clear_error, run_cli
+
+    files = ("--manifest", str(task_files["manifest"]), "--dataset", str(task_files["data"]), "--encoder", str(task_files["encoder"]))
+    no_folder = json.dumps([{"settings": adapt_settings(), "artefacts": {}}])
+    assert_one_clear_error(
+        run_cli("adapt-seeds", "--batching", "vectorised", "--runs", no_folder, *files), "--runs must be a JSON list", "output_dir"
+    )
+    assert_one_clear_error(run_cli("adapt-seeds", "--batching", "vectorised", "--runs", "[{", *files), "--runs must be a JSON list")
+    assert not any(tmp_path.iterdir())

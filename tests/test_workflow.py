@@ -189,7 +189,9 @@ def test_default_config_dry_run_lists_the_full_dag(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     config = load_config(REPO / "config" / "config.yaml")
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
-    assert int(counts["adapt"]) == int(counts["evaluate"]) == len(Plan(config).runs)
+    # One job per seed group (`seed_batching: sequential`): the same numbers as a job per run, a third of the jobs.
+    assert config["seed_batching"] == "sequential" and "adapt" not in counts
+    assert int(counts["adapt_seeds"]) * len(config["seeds"]) == int(counts["evaluate_seeds"]) * len(config["seeds"]) == len(Plan(config).runs)
     assert int(counts["pretrain"]) == len(config["sources"]) * len(config["pretrain"]["seeds"])
     assert int(counts["train_encoder"]) == 1 and int(counts["table"]) == 1
     kinds = {task["kind"] for task in config["tasks"].values()}
@@ -213,7 +215,10 @@ def test_full_preset_covers_every_method_and_shot_count(tmp_path):
     result = snakemake(tmp_path, tmp_path / "full_unswept.yaml", "-n")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
-    assert int(counts["adapt"]) == len(Plan(validate_config(unswept)).runs) == 7 * 4 * len(config["methods"]) * 5
+    # One job per seed group: the preset trains each (task, K, method, draw)'s 5 seeds as one batched model.
+    assert config["seed_batching"] == "vectorised" and "adapt" not in counts
+    assert int(counts["adapt_seeds"]) * 5 == len(Plan(validate_config(unswept)).runs) == 7 * 4 * len(config["methods"]) * 5
+    assert int(counts["evaluate_seeds"]) == int(counts["adapt_seeds"])
 
 
 def test_medical_preset_plans_both_medical_tasks_on_the_x_rays(tmp_path):
