@@ -36,6 +36,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn.utils.parametrizations import _SpectralNorm
 
+from benchmark.errors import BenchmarkError
 from benchmark.models import GANModels, Generator
 from benchmark.training import (
     RunRecorder,
@@ -54,6 +55,11 @@ log = logging.getLogger(__name__)
 # batch trains stacked copies (a schedule that toggles what trains, noise of another shape, losses that call the
 # models, state of the method's own that changes while it trains).
 UNBATCHABLE_HOOKS = ("begin_step", "sample_noise", "step_losses", "state_dict", "load_state_dict")
+
+
+class NotBatchable(BenchmarkError):
+    """The runs' models have a structure the batched loop does not handle (found when it stacks them, before any
+    step): their seeds train one after another instead."""
 
 
 def batching_problem(hooks_class: type[TrainingHooks]) -> str | None:
@@ -91,7 +97,7 @@ class StackedModule:
         for module, params in zip(modules[1:], trainable[1:]):
             other = {id(parameter): name for name, parameter in module.named_parameters()}
             if [other[id(parameter)] for parameter in params] != self.trainable_names:
-                raise ValueError("the runs of a batch train different parameters")
+                raise NotBatchable("the runs of a batch train different parameters")
         self.params = {name: self._stack(name, is_buffer=False) for name, _ in modules[0].named_parameters()}
         self.buffers = {name: self._stack(name, is_buffer=True) for name, _ in modules[0].named_buffers()}
         for name in self.trainable_names:
@@ -102,7 +108,7 @@ class StackedModule:
             if isinstance(layer, _SpectralNorm):
                 owner = name.rsplit(".", 1)[0]  # "...parametrizations.weight"
                 if layer.dim != 0:
-                    raise ValueError(f"spectral norm over dimension {layer.dim} of {owner} is not batched")
+                    raise NotBatchable(f"spectral norm over dimension {layer.dim} of {owner} is not batched")
                 if layer.training:  # a layer in eval mode (a frozen block) does not iterate
                     self.power_iterations.append((layer, f"{owner}.original", f"{name}._u", f"{name}._v"))
                 layer.eval()  # inside vmap: sigma from the stored vectors, which `iterate_power` updates
@@ -186,7 +192,7 @@ def train_gan_batched(members: list[BatchMember], settings: TrainSettings) -> li
     hooks_class = type(members[0].hooks)
     problem = batching_problem(hooks_class)
     if problem or any(type(member.hooks) is not hooks_class for member in members):
-        raise ValueError(f"runs of {hooks_class.__name__} cannot be batched: {problem or 'mixed methods'}")
+        raise NotBatchable(f"runs of {hooks_class.__name__} cannot be batched: {problem or 'mixed methods'}")
     settings = members[0].hooks.training_settings(settings)
     device = members[0].real_images.device
     recorders = [

@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+from benchmark.errors import BenchmarkError
+
 log = logging.getLogger(__name__)
 
 _held: list[IO[bytes]] = []  # open slot files: the locks live as long as the process
@@ -29,6 +31,10 @@ def gpu_count() -> int:
     NVIDIA device files `/dev/nvidia<N>`."""
     configured = os.environ.get("GANBENCH_GPUS")
     if configured:
+        if not configured.isdigit():
+            raise BenchmarkError(
+                f"GANBENCH_GPUS is {configured!r}; set it to this node's number of GPUs (e.g. 8), or unset it to count /dev/nvidia*."
+            )
         return int(configured)
     return sum(1 for entry in Path("/dev").glob("nvidia*") if re.fullmatch(r"nvidia\d+", entry.name))
 

@@ -216,3 +216,19 @@ def test_bad_runs_for_adapt_seeds_give_one_clear_error(task_files, tmp_path):
     )
     assert_one_clear_error(run_cli("adapt-seeds", "--batching", "vectorised", "--runs", "[{", *files), "--runs must be a JSON list")
     assert not any(tmp_path.iterdir())
+
+
+def test_models_the_batch_cannot_stack_fall_back_to_seeds_one_after_another(task_files, artefacts, tmp_path, monkeypatch, caplog, one_thread):
+    """A plugin's model the stacking refuses (here: every model, as if its spectral norm ran over another dimension)
+    is found before any step; the seeds then train exactly as separate runs, and the log says why."""
+
+    def refuse(self, modules, trainable, compile=False):
+        raise batched.NotBatchable("spectral norm over dimension 1 of blocks.0 is not batched")
+
+    runs = seed_runs("finetune", {**TRAIN, "steps": 6})
+    train_separately(runs, task_files, artefacts, tmp_path / "separate")
+    monkeypatch.setattr(batched.StackedModule, "__init__", refuse)
+    train_together(runs, task_files, artefacts, tmp_path / "together")
+    assert "spectral norm over dimension 1" in caplog.text and "training them one after another" in caplog.text
+    for seed in SEEDS:
+        assert log_lines(tmp_path / "separate" / str(seed))[-1] == log_lines(tmp_path / "together" / str(seed))[-1]

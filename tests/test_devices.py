@@ -72,6 +72,9 @@ def test_nothing_is_claimed_where_the_scheduler_chose_on_the_cpu_or_with_one_gpu
     monkeypatch.setenv("GANBENCH_GPUS", "1")
     assert devices.claim_gpu_slot("auto") is None and "CUDA_VISIBLE_DEVICES" not in os.environ
     assert not list(two_gpus.iterdir())  # no slot file was made
+    monkeypatch.setenv("GANBENCH_GPUS", "eight")
+    with pytest.raises(devices.BenchmarkError, match="GANBENCH_GPUS is 'eight'"):
+        devices.claim_gpu_slot("auto")
 
 
 def dry_run_resources(tmp_path, *config: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.batched import BatchMember, batching_problem, train_gan_batched
+from benchmark.batched import BatchMember, NotBatchable, batching_problem, train_gan_batched
 from benchmark.checkpoint import save_checkpoint
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import sha256_file, sha256_json
@@ -153,13 +153,17 @@ def adapt_seeds(runs: list[tuple[AdaptSettings, dict[str, Path], Path]], manifes
             log.info(
                 "adapting '%s' to task '%s', K=%d: seeds %s as one batch", run.method, run.task, run.shots, [p.settings.run.seed for p in prepared]
             )
-            outcomes = train_gan_batched(
-                [BatchMember(p.models, p.shots, p.settings.run.seed, p.output_dir, p.method, p.identity, p.evaluate) for p in prepared],
-                TrainSettings.from_config(prepared[0].settings.train),
-            )
-            for item, outcome in zip(prepared, outcomes):
-                record_run(item, outcome, batch=len(prepared))
-            return
+            try:
+                outcomes = train_gan_batched(
+                    [BatchMember(p.models, p.shots, p.settings.run.seed, p.output_dir, p.method, p.identity, p.evaluate) for p in prepared],
+                    TrainSettings.from_config(prepared[0].settings.train),
+                )
+            except NotBatchable as error:  # raised while stacking, before any step
+                problem = str(error)
+            else:
+                for item, outcome in zip(prepared, outcomes):
+                    record_run(item, outcome, batch=len(prepared))
+                return
         if problem:
             log.warning("'%s' cannot train its seeds as one batch (%s): training them one after another", prepared[0].settings.run.method, problem)
         for item in prepared:
