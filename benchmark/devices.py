@@ -24,6 +24,7 @@ from benchmark.errors import BenchmarkError
 log = logging.getLogger(__name__)
 
 _held: list[IO[bytes]] = []  # open slot files: the locks live as long as the process
+DEVICE_FILES = Path("/dev")  # where the NVIDIA driver puts one `nvidia<N>` file per GPU
 
 
 def gpu_count() -> int:
@@ -36,7 +37,7 @@ def gpu_count() -> int:
                 f"GANBENCH_GPUS is {configured!r}; set it to this node's number of GPUs (e.g. 8), or unset it to count /dev/nvidia*."
             )
         return int(configured)
-    return sum(1 for entry in Path("/dev").glob("nvidia*") if re.fullmatch(r"nvidia\d+", entry.name))
+    return sum(1 for entry in DEVICE_FILES.glob("nvidia*") if re.fullmatch(r"nvidia\d+", entry.name))
 
 
 def claim_gpu_slot(requested_device: str, lock_dir: Path | None = None) -> int | None:

@@ -18,11 +18,13 @@ from conftest import REPO
 
 @pytest.fixture
 def two_gpus(monkeypatch, tmp_path):
+    """Two GPUs; slot files in a folder that does not exist yet (the claim makes it)."""
+    locks = tmp_path / "locks" / "gpus"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("GANBENCH_GPUS", "2")
-    monkeypatch.setenv("GANBENCH_GPU_LOCKS", str(tmp_path))
+    monkeypatch.setenv("GANBENCH_GPU_LOCKS", str(locks))
     monkeypatch.setattr(devices, "_held", [])
-    yield tmp_path
+    yield locks
     for handle in devices._held:
         handle.close()
 
@@ -71,10 +73,19 @@ def test_nothing_is_claimed_where_the_scheduler_chose_on_the_cpu_or_with_one_gpu
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.setenv("GANBENCH_GPUS", "1")
     assert devices.claim_gpu_slot("auto") is None and "CUDA_VISIBLE_DEVICES" not in os.environ
-    assert not list(two_gpus.iterdir())  # no slot file was made
+    assert not two_gpus.exists()  # no slot file was made
     monkeypatch.setenv("GANBENCH_GPUS", "eight")
     with pytest.raises(devices.BenchmarkError, match="GANBENCH_GPUS is 'eight'"):
         devices.claim_gpu_slot("auto")
+
+
+def test_the_gpu_count_comes_from_the_driver_s_device_files(monkeypatch, tmp_path):
+    monkeypatch.delenv("GANBENCH_GPUS", raising=False)
+    monkeypatch.setattr(devices, "DEVICE_FILES", tmp_path)
+    assert devices.gpu_count() == 0
+    for name in ("nvidia0", "nvidia1", "nvidia2", "nvidiactl", "nvidia-uvm", "nvidia-modeset"):  # only nvidia<N> are GPUs
+        (tmp_path / name).touch()
+    assert devices.gpu_count() == 3
 
 
 def dry_run_resources(tmp_path, *config: str) -> str:
