@@ -91,6 +91,12 @@ class StackedModule:
     the module's forward vmapped over them (`functional_call` on a weightless copy of the first run's module)."""
 
     def __init__(self, modules: list[nn.Module], trainable: list[list[nn.Parameter]], compile: bool = False) -> None:
+        try:
+            self._stack_modules(modules, trainable, compile)
+        except (KeyError, RuntimeError) as error:  # weights of other names or shapes, a trainable weight of another module
+            raise NotBatchable(f"the runs' models cannot be stacked ({type(error).__name__}: {error})") from error
+
+    def _stack_modules(self, modules: list[nn.Module], trainable: list[list[nn.Parameter]], compile: bool) -> None:
         self.modules = modules
         names = {id(parameter): name for name, parameter in modules[0].named_parameters()}
         self.trainable_names = [names[id(parameter)] for parameter in trainable[0]]
@@ -107,8 +113,8 @@ class StackedModule:
         for name, layer in self.template.named_modules():
             if isinstance(layer, _SpectralNorm):
                 owner = name.rsplit(".", 1)[0]  # "...parametrizations.weight"
-                if layer.dim != 0:
-                    raise NotBatchable(f"spectral norm over dimension {layer.dim} of {owner} is not batched")
+                if layer.dim != 0 or f"{name}._u" not in self.buffers:
+                    raise NotBatchable(f"spectral norm of {owner} (dimension {layer.dim}) is not batched")
                 if layer.training:  # a layer in eval mode (a frozen block) does not iterate
                     self.power_iterations.append((layer, f"{owner}.original", f"{name}._u", f"{name}._v"))
                 layer.eval()  # inside vmap: sigma from the stored vectors, which `iterate_power` updates
@@ -180,7 +186,11 @@ def _optimiser_state_from_runs(
         if not states[0]:
             continue
         stacked.state[stacked_param] = {
-            key: (torch.stack([state[key] for state in states]) if torch.is_tensor(value) and value.dim() > 0 else copy.deepcopy(value))
+            key: (
+                torch.stack([state[key] for state in states])
+                if torch.is_tensor(value) and value.shape == runs[0][1][position].shape
+                else copy.deepcopy(value)
+            )
             for key, value in states[0].items()
         }
 
@@ -333,7 +343,7 @@ def _batch_loss(
     if penalties is not None:
         for index, penalty_of in enumerate(penalties):
             if alive[index]:
-                weights = {f"module.{name}": tensor[index] for name, tensor in stacked.params.items()}
+                weights = {f"module.{name}": tensor[index] for name, tensor in {**stacked.params, **stacked.buffers}.items()}
                 penalty = functional_call(_RunView(stacked.template, penalty_of), weights, ())
                 if penalty is not None:
                     per_run[index] = per_run[index] + penalty
@@ -343,7 +353,7 @@ def _batch_loss(
 
 
 class _RunView(nn.Module):
-    """Calls a penalty hook on `module`; under `functional_call` the module's weights are one run's slices."""
+    """Calls a penalty hook on `module`; under `functional_call` the module's weights and buffers are one run's slices."""
 
     def __init__(self, module: nn.Module, penalty_of: Callable[[nn.Module], torch.Tensor | None]) -> None:
         super().__init__()

@@ -178,10 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (the rule's threads)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(name: str, handler: Callable[[argparse.Namespace], None], help_text: str, trains: bool = False) -> argparse.ArgumentParser:
-        """`trains`: the stage runs torch computations, made deterministic before it starts."""
+    def add(
+        name: str, handler: Callable[[argparse.Namespace], None], help_text: str, trains: bool = False, gpu: bool | None = None
+    ) -> argparse.ArgumentParser:
+        """`trains`: the stage runs torch computations, made deterministic before it starts. `gpu` (default: as
+        `trains`): its rule may ask for a GPU, so the job claims one of a multi-GPU node's before CUDA starts."""
         command = sub.add_parser(name, help=help_text)
-        command.set_defaults(handler=handler, trains=trains)
+        command.set_defaults(handler=handler, trains=trains, gpu=trains if gpu is None else gpu)
         return command
 
     def files(command: argparse.ArgumentParser, *names: str) -> None:
@@ -218,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--settings", required=True)
     files(c, "manifest", "dataset", "output-dir")
     c.add_argument("--artefact", action="append", default=[], help="NAME=PATH of an artefact meta-training reads (init: source)")
-    c = add("build-artefact", cmd_build_artefact, "build a plugin artefact for one source and pretraining seed")
+    c = add("build-artefact", cmd_build_artefact, "build a plugin artefact for one source and pretraining seed", gpu=True)
     c.add_argument("--settings", required=True)
     c.add_argument("--artefact", action="append", default=[], help="NAME=PATH of a built-in artefact it is built from")
     c.add_argument("--output", type=Path, required=True)
@@ -277,10 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     try:
-        if args.trains:
+        if args.gpu:
             from benchmark.devices import claim_gpu_slot  # before torch starts CUDA
 
             claim_gpu_slot(_requested_device(args))
+        if args.trains:
             from benchmark.provenance import configure_determinism
 
             configure_determinism(args.threads)

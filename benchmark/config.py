@@ -253,3 +253,14 @@ def dataset_options(config: dict[str, Any], dataset: str) -> dict[str, Any]:
         return value
 
     return substitute(config["datasets"][dataset].get("options", {}))
+
+
+# `train` keys that change only how the arithmetic is done (bf16 autocast, torch.compile), off by default.
+NUMERICS_SWITCHES = ("autocast_bf16", "compile")
+
+
+def train_section(train: dict[str, Any]) -> dict[str, Any]:
+    """A completed `train` section as a job's settings carry it: the numerics switches only when on, so that a job's
+    settings (and so Snakemake's params trigger and a run's record) stay as they were before the switches existed;
+    `TrainSettings.from_config` fills them back in."""
+    return {key: value for key, value in train.items() if key not in NUMERICS_SWITCHES or value}

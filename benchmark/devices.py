@@ -6,7 +6,8 @@ GPU slot itself before CUDA starts: an exclusive `flock` on one of N slot files,
 kernel releases it even when the job is killed), and `CUDA_VISIBLE_DEVICES` set to that slot. With at most N GPU
 jobs at once a free slot always exists. Nothing happens where the scheduler already chose (SLURM sets
 `CUDA_VISIBLE_DEVICES` for a job that asked for `--gpus`), where the config asks for the CPU, or on a node with
-one GPU or none.
+one GPU or none. Where `CUDA_VISIBLE_DEVICES` already lists several GPUs (a share of a server), a job claims one of
+those.
 """
 
 from __future__ import annotations
@@ -43,28 +44,31 @@ def gpu_count() -> int:
 def claim_gpu_slot(requested_device: str, lock_dir: Path | None = None) -> int | None:
     """Claim a free GPU for this process (see the module's docstring); returns its index, or None when nothing was
     to be done. `requested_device`: the stage's `device` setting."""
-    if requested_device == "cpu" or "CUDA_VISIBLE_DEVICES" in os.environ:
+    if requested_device == "cpu":
         return None
-    count = gpu_count()
-    if count < 2:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    # Set with one GPU: the scheduler chose (SLURM with --gpus=1). Set with several (a shared server's share): claim
+    # one of those. Unset: one of the node's.
+    gpus = [entry.strip() for entry in visible.split(",") if entry.strip()] if visible is not None else [str(i) for i in range(gpu_count())]
+    if len(gpus) < 2:
         return None
     folder = lock_dir or Path(os.environ.get("GANBENCH_GPU_LOCKS", Path(tempfile.gettempdir()) / f"ganbench-gpu-slots-{os.getuid()}"))
     folder.mkdir(parents=True, exist_ok=True)
-    for slot in range(count):
-        handle = open(folder / f"gpu{slot}.lock", "wb")  # noqa: SIM115 - held open on purpose: the lock is the open file
+    for slot, gpu in enumerate(gpus):
+        handle = open(folder / f"gpu{gpu}.lock", "wb")  # noqa: SIM115 - held open on purpose: the lock is the open file
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             continue
         _held.append(handle)
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot)
-        log.info("claimed GPU %d of %d (CUDA_VISIBLE_DEVICES=%d)", slot, count, slot)
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        log.info("claimed GPU %s (%d of %d; CUDA_VISIBLE_DEVICES=%s)", gpu, slot + 1, len(gpus), gpu)
         return slot
     log.warning(
         "all %d GPU slots are taken: running on the GPUs CUDA shows by default (run at most %d GPU jobs at once: --resources gpu=%d)",
-        count,
-        count,
-        count,
+        len(gpus),
+        len(gpus),
+        len(gpus),
     )
     return None

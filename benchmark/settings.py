@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Self
 
-from benchmark.config import complete, max_seed
+from benchmark.config import complete, max_seed, train_section
 from benchmark.errors import BenchmarkError
 from benchmark.layout import RUN
 
@@ -82,6 +82,7 @@ class StageSettings:
             problems = [f"{what} key(s) {', '.join(keys)}" for what, keys in (("unknown", unknown), ("missing", missing)) if keys]
             raise BenchmarkError(f"{cls.__name__}: {'; '.join(problems)}. The settings take: {', '.join(names)}.")
         value = {**value, **{name: complete(section, value[name]) for name, section in cls.sections.items()}}
+        value = {**value, **{name: train_section(value[name]) for name, section in cls.sections.items() if section == "train"}}
         for name in names:
             if name.endswith("seed"):
                 _check_count(f"{cls.__name__}.{name}", value[name])

@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmark.checkpoint import model_structure, save_snapshot
-from benchmark.config import complete
+from benchmark.config import NUMERICS_SWITCHES, complete
 from benchmark.errors import BenchmarkError
 from benchmark.layout import StageFolder
 from benchmark.models import Discriminator, GANModels, Generator, recalibrate_batchnorm
@@ -43,7 +43,6 @@ from benchmark.resume import JsonLog, TrainingState
 log = logging.getLogger(__name__)
 
 LOSSES = ("nonsaturating", "hinge")
-NUMERICS_SWITCHES = ("autocast_bf16", "compile")  # TrainSettings fields that change only how the arithmetic is done
 
 
 @dataclass(frozen=True)

@@ -368,7 +368,9 @@ def main() -> None:
         "start_up": start_up(),
     }
     if args.cost:
-        per_run = next(row for row in report["training"] if row["path"] == "per-run loop")
+        per_run = next((row for row in report["training"] if row["path"] == "per-run loop" and "steps_per_s" in row), None)
+        if per_run is None:
+            parser.error("--cost needs the adaptation rate of the per-run loop: keep 'per-run loop' among --paths")
         scoring = report["metrics"]["KID+FID of 1,000 s"] + report["metrics"]["generate 1,000 s"]
         report["cost"] = full_preset_cost(args.cost, device, per_run["steps_per_s"], scoring)
     if args.workdir:

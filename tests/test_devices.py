@@ -79,6 +79,15 @@ def test_nothing_is_claimed_where_the_scheduler_chose_on_the_cpu_or_with_one_gpu
         devices.claim_gpu_slot("auto")
 
 
+def test_a_job_claims_one_of_several_gpus_it_was_given(two_gpus, monkeypatch):
+    """A share of a server (CUDA_VISIBLE_DEVICES=2,5): jobs claim those GPUs, each its own."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    assert devices.claim_gpu_slot("auto") == 0 and os.environ["CUDA_VISIBLE_DEVICES"] == "2"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    assert devices.claim_gpu_slot("auto") == 1 and os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    assert sorted(path.name for path in two_gpus.iterdir()) == ["gpu2.lock", "gpu5.lock"]
+
+
 def test_the_gpu_count_comes_from_the_driver_s_device_files(monkeypatch, tmp_path):
     monkeypatch.delenv("GANBENCH_GPUS", raising=False)
     monkeypatch.setattr(devices, "DEVICE_FILES", tmp_path)

@@ -171,3 +171,16 @@ def test_a_run_reads_its_artefacts_from_the_stages_that_write_them(plan):
 def test_record_fields_are_the_run_coordinates_and_the_task_kind():
     assert RUN_FIELDS == ("task", "task_kind", "shots", "method", "seed", "split_draw", "pretrain_seed", "draw")
     assert set(RUN_FIELDS) == {field.name for field in dataclasses.fields(AdaptationRun)} | {"task_kind"}
+
+
+def test_numerics_switches_that_are_off_leave_a_job_s_settings_as_they_were():
+    """Snakemake reruns a job whose params (its settings JSON) changed: switches added to the schema must not change
+    the settings of a job that leaves them off, or every existing run would retrain. On, they are passed."""
+    config = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    plan = Plan(config)
+    run = plan.runs[0]
+    for settings in (plan.adapt(run), plan.pretrain(0)):
+        train = json.loads(settings.to_json())["train"]
+        assert "autocast_bf16" not in train and "compile" not in train
+    config["adapt"]["train"]["autocast_bf16"] = True
+    assert json.loads(Plan(config).adapt(run).to_json())["train"]["autocast_bf16"] is True

@@ -88,7 +88,7 @@ def _slurm_conf(folder: Path) -> str:
             # inside a job find it (the jobstep plugin drops SLURM_CONF from the job's `srun`).
             "SlurmctldParameters=enable_configless",
             "ReturnToService=2",
-            "MinJobAge=300",  # squeue knows a finished job this long: well above the profile's first check (20 s)
+            "MinJobAge=300",  # squeue knows a finished job this long: well above the first status check (2 s here, 10 s in the profile)
             f"StateSaveLocation={folder}/state",
             f"SlurmdSpoolDir={folder}/spool",
             f"SlurmctldPidFile={folder}/slurmctld.pid",
