@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmark.config import SEED_BATCHING
 from benchmark.errors import BenchmarkError
 
 log = logging.getLogger("ganbench")
@@ -233,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = add("adapt-seeds", cmd_adapt_seeds, "adapt one method to one task's K shots for several seeds in one job", trains=True)
     c.add_argument("--runs", required=True, help="JSON list of {settings, artefacts: {NAME: PATH}, output_dir}, one per seed")
     files(c, "manifest", "dataset", "encoder")
-    c.add_argument("--batching", choices=("sequential", "vectorised"), required=True, help="one after another, or as one batched model")
+    c.add_argument("--batching", choices=SEED_BATCHING[1:], required=True, help="one after another, or as one batched model")
     c = add("evaluate", cmd_evaluate, "score runs' checkpoints against the task's reference set", trains=True)
     c.add_argument("--settings", required=True)
     files(c, "manifest", "dataset", "encoder")

@@ -255,6 +255,10 @@ def dataset_options(config: dict[str, Any], dataset: str) -> dict[str, Any]:
     return substitute(config["datasets"][dataset].get("options", {}))
 
 
+# How the seeds of one task, K, method and draw run (config `seed_batching`; the schema's enum): a job per run, or one
+# job per seed group that trains them one after another or as one vectorised model.
+SEED_BATCHING = ("separate", "sequential", "vectorised")
+
 # `train` keys that change only how the arithmetic is done (bf16 autocast, torch.compile), off by default.
 NUMERICS_SWITCHES = ("autocast_bf16", "compile")
 

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from benchmark import layout
-from benchmark.config import dataset_options, train_section
+from benchmark.config import dataset_options
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import canonical_json
 from benchmark.methods import get_artefact, get_method, methods, split_variant
@@ -187,7 +187,7 @@ class Plan:
 
     def pretrain(self, seed: int) -> PretrainSettings:
         config = self.config
-        return PretrainSettings(config["architecture"], train_section(config["pretrain"]["train"]), seed, config["device"])
+        return PretrainSettings(config["architecture"], config["pretrain"]["train"], seed, config["device"])
 
     def meta_train(self, method: str, seed: int, draw: int) -> MetaTrainSettings:
         config = self.config
@@ -203,7 +203,7 @@ class Plan:
             run,
             method_hparams(config, run.method, run.draw),
             config["architecture"],
-            train_section(config["adapt"]["train"]),
+            config["adapt"]["train"],
             config["evaluation"],
             config["device"],
         )

@@ -62,6 +62,13 @@ class StageSettings:
     # A settings object that is itself one config section (its fields are the section's keys).
     config_section: ClassVar[str | None] = None
 
+    def __post_init__(self) -> None:
+        # A `train` section carries the numerics switches only when on (`config.train_section`), however the object
+        # was built: a job's settings JSON stays as it was before the switches existed.
+        for name, section in self.sections.items():
+            if section == "train":
+                object.__setattr__(self, name, train_section(getattr(self, name)))
+
     @classmethod
     def from_json(cls, text: str) -> Self:
         try:
@@ -82,7 +89,6 @@ class StageSettings:
             problems = [f"{what} key(s) {', '.join(keys)}" for what, keys in (("unknown", unknown), ("missing", missing)) if keys]
             raise BenchmarkError(f"{cls.__name__}: {'; '.join(problems)}. The settings take: {', '.join(names)}.")
         value = {**value, **{name: complete(section, value[name]) for name, section in cls.sections.items()}}
-        value = {**value, **{name: train_section(value[name]) for name, section in cls.sections.items() if section == "train"}}
         for name in names:
             if name.endswith("seed"):
                 _check_count(f"{cls.__name__}.{name}", value[name])

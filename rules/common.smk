@@ -57,21 +57,21 @@ def run_of(wildcards):
     return PLAN.run(wildcards.task, int(wildcards.shots), wildcards.method, int(wildcards.seed), int(wildcards.draw))
 
 
+def task_inputs(task):
+    """What every adaptation or scoring job of a task reads: its split manifest, its target dataset, the encoder."""
+    return {"manifest": layout.TASK_SPLIT.fill(task=task), "dataset": PLAN.task_dataset(task), **PLAN.feature_inputs()}
+
+
 def adapt_inputs(wildcards):
     run = run_of(wildcards)
-    return {
-        "manifest": layout.TASK_SPLIT.fill(task=run.task),
-        "dataset": PLAN.task_dataset(run.task),
-        **PLAN.feature_inputs(),
-        **PLAN.artefacts(run),
-    }
+    return {**task_inputs(run.task), **PLAN.artefacts(run)}
 
 
 def adapt_group_inputs(wildcards):
     """What a seed group's job reads: the task's files and every seed's artefacts."""
     runs = PLAN.group_runs(wildcards.task, int(wildcards.shots), wildcards.method, int(wildcards.draw))
     artefacts = {f"{name}_seed{run.seed}": path for run in runs for name, path in PLAN.artefacts(run).items()}
-    return {"manifest": layout.TASK_SPLIT.fill(task=wildcards.task), "dataset": PLAN.task_dataset(wildcards.task), **PLAN.feature_inputs(), **artefacts}
+    return {**task_inputs(wildcards.task), **artefacts}
 
 
 def meta_train_inputs(wildcards):
@@ -87,8 +87,4 @@ def plugin_artefact_inputs(wildcards):
 
 
 def evaluate_inputs(wildcards):
-    return {
-        "manifest": layout.TASK_SPLIT.fill(task=wildcards.task),
-        "dataset": PLAN.task_dataset(wildcards.task),
-        **PLAN.feature_inputs(),
-    }
+    return task_inputs(wildcards.task)

@@ -46,7 +46,7 @@ from benchmark.io import atomic_write_json, atomic_write_text
 from benchmark.methods import get_method
 from benchmark.models import Architecture, GANModels
 from benchmark.provenance import code_version, resolve_device
-from benchmark.training import TrainSettings, as_training_tensor, train_gan
+from benchmark.training import TrainSettings, as_training_tensor, ema_decay_at, train_gan
 
 log = logging.getLogger("benchmark_scale")
 ARCH = {"z_dim": 64, "width": 64, "generator_norm": "batch", "discriminator_spectral_norm": True}
@@ -108,7 +108,7 @@ def hand_written_loop(arch: Architecture, real: torch.Tensor, runs: int, setting
             loss_g.backward()
             optimiser_g.step()
             with torch.no_grad():
-                torch._foreach_lerp_(ema_params, g_params, 1.0 - min(settings.ema_decay, (1.0 + step) / (10.0 + step)))
+                torch._foreach_lerp_(ema_params, g_params, 1.0 - ema_decay_at(step, settings.ema_decay))
 
 
 def time_path(path: str, device: torch.device, arch: Architecture, real: torch.Tensor, runs: int, settings: TrainSettings) -> float:
@@ -220,7 +220,9 @@ def job_times(workdir: Path) -> dict[str, dict[str, float]]:
     return found
 
 
-def full_preset_cost(config_path: Path, device: torch.device, adapt_rate: float, validation_scoring: float) -> dict[str, Any]:
+def full_preset_cost(
+    config_path: Path, device: torch.device, adapt_rate: float, validation_scoring: float, start_up: dict[str, float]
+) -> dict[str, Any]:
     """The preset's job counts from its plan, and its compute from per-unit times measured here at its shapes:
     adaptation steps/s (the per-run loop row), pretraining steps/s and meta-iterations/s (timed below), validation
     scoring per evaluation point (the metric row); the metric suite per scored checkpoint is the measurement in the
@@ -242,7 +244,8 @@ def full_preset_cost(config_path: Path, device: torch.device, adapt_rate: float,
     meta_seconds = {name: meta_iteration_seconds(name, config, arch, device) for name in ("maml_gan", "reptile")}
     adapt = TrainSettings.from_config(config["adapt"]["train"])
     evaluations = sum(1 for step in range(adapt.steps + 1) if adapt.evaluates_at(step))
-    suite_seconds, start_up_seconds = 13.2, 10.0  # two scored checkpoints per run; two jobs' imports per run
+    suite_seconds = 13.2  # per scored checkpoint, two per run (README, Metrics: scripts/benchmark_metrics.py)
+    start_up_seconds = start_up["adapt job imports"] + start_up["evaluate job imports"]  # a job of each kind per run
     per_run = adapt.steps / adapt_rate + evaluations * validation_scoring + 2 * suite_seconds + start_up_seconds
     meta_hours = 0.0
     for path in meta_trainings:
@@ -372,7 +375,7 @@ def main() -> None:
         if per_run is None:
             parser.error("--cost needs the adaptation rate of the per-run loop: keep 'per-run loop' among --paths")
         scoring = report["metrics"]["KID+FID of 1,000 s"] + report["metrics"]["generate 1,000 s"]
-        report["cost"] = full_preset_cost(args.cost, device, per_run["steps_per_s"], scoring)
+        report["cost"] = full_preset_cost(args.cost, device, per_run["steps_per_s"], scoring, report["start_up"])
     if args.workdir:
         report["workdir"] = str(args.workdir)
         report["jobs"] = job_times(args.workdir)

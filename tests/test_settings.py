@@ -173,14 +173,25 @@ def test_record_fields_are_the_run_coordinates_and_the_task_kind():
     assert set(RUN_FIELDS) == {field.name for field in dataclasses.fields(AdaptationRun)} | {"task_kind"}
 
 
-def test_numerics_switches_that_are_off_leave_a_job_s_settings_as_they_were():
+def test_numerics_switches_that_are_off_leave_a_job_s_settings_as_they_were(monkeypatch):
     """Snakemake reruns a job whose params (its settings JSON) changed: switches added to the schema must not change
-    the settings of a job that leaves them off, or every existing run would retrain. On, they are passed."""
+    the settings of a job that leaves them off, or every existing run would retrain. On, they are passed. Without
+    the filter (`train_section` as the identity, below) the off switches appear and the check fails."""
     config = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
-    plan = Plan(config)
-    run = plan.runs[0]
-    for settings in (plan.adapt(run), plan.pretrain(0)):
-        train = json.loads(settings.to_json())["train"]
-        assert "autocast_bf16" not in train and "compile" not in train
+
+    def switches(plan: Plan) -> list[set[str]]:
+        run = plan.runs[0]
+        return [set(json.loads(settings.to_json())["train"]) & {"autocast_bf16", "compile"} for settings in (plan.adapt(run), plan.pretrain(0))]
+
+    assert switches(Plan(config)) == [set(), set()]
+    monkeypatch.setattr(settings_module, "train_section", lambda train: train)
+    assert switches(Plan(config)) == [{"autocast_bf16", "compile"}] * 2  # the broken variant is caught
+    monkeypatch.undo()
     config["adapt"]["train"]["autocast_bf16"] = True
-    assert json.loads(Plan(config).adapt(run).to_json())["train"]["autocast_bf16"] is True
+    assert switches(Plan(config))[0] == {"autocast_bf16"}
+
+
+def test_seed_batching_modes_are_the_schema_s():
+    from benchmark.config import SEED_BATCHING
+
+    assert tuple(_schema()["properties"]["seed_batching"]["enum"]) == SEED_BATCHING

@@ -22,6 +22,7 @@ import torch
 
 from benchmark.batched import BatchMember, NotBatchable, batching_problem, train_gan_batched
 from benchmark.checkpoint import save_checkpoint
+from benchmark.config import SEED_BATCHING
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import sha256_file, sha256_json
 from benchmark.io import atomic_write_json
@@ -37,9 +38,6 @@ from benchmark.stage_inputs import open_stage_inputs
 from benchmark.training import TrainingDiverged, TrainSettings, as_training_tensor, generate, train_gan
 
 log = logging.getLogger(__name__)
-
-
-SEED_BATCHING = ("separate", "sequential", "vectorised")
 
 
 @dataclass
