@@ -162,9 +162,10 @@ def cmd_paper(args: argparse.Namespace) -> None:
 
 
 def cmd_table(args: argparse.Namespace) -> None:
+    from benchmark.settings import PaperSettings
     from benchmark.stages.table import table
 
-    table(args.input, output=args.output, oracle_draws=args.oracle_draws)
+    table(args.input, output=args.output, settings=PaperSettings.from_json(args.settings).comparison(), oracle_draws=args.oracle_draws)
 
 
 def cmd_methods(args: argparse.Namespace) -> None:
@@ -262,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--input", type=Path, required=True)
     c.add_argument("--output", type=Path, required=True)
     c.add_argument("--oracle-draws", action="store_true", help="also select hyperparameter draws on the reference set (labelled)")
+    c.add_argument("--settings", default="{}", help="the config's `paper` section as JSON: the verdicts' level and equivalence margin")
     add("methods", cmd_methods, "list the registered methods")
     return parser
 

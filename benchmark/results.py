@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.comparison import EQUIVALENT, UNDETERMINED, WORSE, ComparisonSettings, against, difference_text, family_note, seed_values
 from benchmark.errors import BenchmarkError
 from benchmark.hparam_selection import CELL, DEFAULTS, LEAVE_ONE_TASK_OUT, ORACLE_DRAW, TARGET_VALIDATION, select_draws
 from benchmark.selection import CHECKPOINTS, CURVE, FINAL, SELECTED
@@ -54,8 +55,11 @@ DIVERSITY = [
     MetricColumn("nn_ratio_share", "NN-ratio share"),
 ]
 HEADLINE = FIDELITY[0]
-# The method without transfer that every other method's headline score is compared with (negative transfer).
+METRIC_DIRECTIONS = {column.metric: column.better for column in (*FIDELITY, *DIVERSITY)}
+# The two pre-declared comparisons: the method without transfer (negative transfer) and plain fine-tuning, the
+# transfer every other method claims to improve on.
 NO_TRANSFER = "scratch"
+BASELINE = "finetune"
 
 
 def collect_results(metrics_files: list[Path]) -> pd.DataFrame:
@@ -193,10 +197,12 @@ def _divergences(frame: pd.DataFrame) -> list[str]:
     return [f'Diverged runs (no scores; shown as "diverged", left out of means and ranking): {"; ".join(runs)}.', ""]
 
 
-def render_markdown(frame: pd.DataFrame, oracle_draws: bool = False) -> str:
+def render_markdown(frame: pd.DataFrame, oracle_draws: bool = False, settings: ComparisonSettings | None = None) -> str:
     """The results report. With a sweep (more than one hyperparameter draw), a section per task compares the
     methods under every selection rule (`benchmark.hparam_selection`), and the detailed tables show each method at
-    its target-validation draw; `oracle_draws` adds the oracle rule."""
+    its target-validation draw; `oracle_draws` adds the oracle rule. Every verdict comes from the comparison
+    engine at `settings` (level and equivalence margin)."""
+    settings = settings or ComparisonSettings()
     if frame.empty:
         raise BenchmarkError("No results to tabulate: the results CSV has no rows. Run the benchmark first.")
     frame = frame.assign(draw=frame["draw"].fillna(0).astype(int) if "draw" in frame else 0)  # CSVs from before sweeps
@@ -261,51 +267,38 @@ def render_markdown(frame: pd.DataFrame, oracle_draws: bool = False) -> str:
             title += f", hyperparameters: {TARGET_VALIDATION if sweep else DEFAULTS}"
             lines += [title, "", "Fidelity and coverage:", ""] + _metric_table(rows, FIDELITY)
             lines += ["Diversity, mode collapse and memorisation:", ""] + _metric_table(rows, DIVERSITY)
-            for shots, headline in rows[rows["metric"] == HEADLINE.metric].groupby("shots", sort=True):
-                lines += [f"K = {shots}, {checkpoint}: {headline_comparison(headline)}", ""]
-            lines += transfer_table(rows, checkpoint)
+            seed_rows = frame[frame["task"].eq(task) & frame["checkpoint"].eq(checkpoint)]
+            for shots, headline in seed_rows[seed_rows["metric"].eq(HEADLINE.metric)].groupby("shots", sort=True):
+                lines += [f"K = {shots}, {checkpoint}: {headline_comparison(headline, settings)}", ""]
+            lines += versus_table(seed_rows, NO_TRANSFER, checkpoint, settings, f"Transfer vs {NO_TRANSFER} (a 'worse' is negative transfer)")
+            lines += versus_table(seed_rows, BASELINE, checkpoint, settings, f"Against plain fine-tuning ({BASELINE})")
         lines += curve_table(curve[curve["task"] == task], TARGET_VALIDATION if sweep else DEFAULTS)
     return "\n".join(lines)
 
 
-def transfer_gap(method: pd.Series, baseline: pd.Series) -> str:
-    """One method's mean headline metric minus the no-transfer baseline's, with the standard error of that
-    difference, and whether the seeds resolve it: "WORSE than scratch" (negative transfer) or "better" beyond 2
-    standard errors, "within seed spread" otherwise."""
-    scale = HEADLINE.scale
-    difference = method["mean"] - baseline["mean"]
-    text = f"{difference * scale:+.2f}"
-    if min(method["n"], baseline["n"]) < 2:
-        return text + " (one seed: no spread)"
-    standard_error = (method["std"] ** 2 / method["n"] + baseline["std"] ** 2 / baseline["n"]) ** 0.5
-    text += f" +/- {standard_error * scale:.2f}"
-    if standard_error > 0 and abs(difference) <= 2 * standard_error:
-        return text + " within seed spread"
-    if difference > 0:  # lower is better for the headline metric
-        return f"{text} **WORSE than {NO_TRANSFER}**"
-    return text + " better" if difference < 0 else text + " within seed spread"
-
-
-def transfer_table(rows: pd.DataFrame, checkpoint: str) -> list[str]:
-    """Negative transfer: per K, each method's headline difference to the no-transfer baseline (`NO_TRANSFER`),
-    flagged where it is worse beyond the seed spread (2 standard errors of the difference). Methods with a
-    diverged seed are left out, as in the ranking."""
-    headline = rows[rows["metric"].eq(HEADLINE.metric) & rows["n_diverged"].eq(0)]
-    baseline = headline[headline["method"].eq(NO_TRANSFER)].set_index("shots")
-    others = headline[~headline["method"].eq(NO_TRANSFER)]
-    if baseline.empty or others.empty:
+def versus_table(rows: pd.DataFrame, versus: str, checkpoint: str, settings: ComparisonSettings, purpose: str) -> list[str]:
+    """Per K, every method's headline difference to `versus` from the comparison engine (`benchmark.comparison`):
+    the paired difference with its 95% CI, the Holm-adjusted p over the K's comparisons, and the verdict."""
+    headline = rows[rows["metric"].eq(HEADLINE.metric)]
+    if not headline["method"].eq(versus).any() or headline["method"].nunique() < 2:
         return []
-    shots = sorted(baseline.index)
+    families = {shots: against(seed_values(block, HEADLINE.metric), versus, settings) for shots, block in headline.groupby("shots", sort=True)}
+    families = {shots: family for shots, family in families.items() if not family.empty}
+    if not families:
+        return []
     lines = [
-        f"Transfer vs {NO_TRANSFER} ({checkpoint}): mean {HEADLINE.label} of the method minus {NO_TRANSFER}'s, +/- the standard "
-        f"error of the difference; negative is better. WORSE: negative transfer beyond 2 standard errors.",
+        f"{purpose}, {checkpoint} checkpoint: {HEADLINE.label} of the method minus {versus}'s, paired by seed, with its 95% CI; "
+        f"negative is better. Per K: {family_note(next(iter(families.values())), settings)}.",
         "",
-        "| method | " + " | ".join(f"K = {k}" for k in shots) + " |",
-        "|" + "---|" * (len(shots) + 1),
+        "| method | " + " | ".join(f"K = {k}" for k in families) + " |",
+        "|" + "---|" * (len(families) + 1),
     ]
-    for method in sorted(set(others["method"])):
-        by_shots = others[others["method"].eq(method)].set_index("shots")
-        cells = [transfer_gap(by_shots.loc[k], baseline.loc[k]) if k in by_shots.index else "n/a" for k in shots]
+    methods = sorted({method for family in families.values() for method in family["method"]})
+    for method in methods:
+        cells = []
+        for family in families.values():
+            found = family[family["method"].eq(method)]
+            cells.append(difference_text(found.iloc[0], HEADLINE.scale) if len(found) else "n/a")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -340,34 +333,27 @@ def curve_table(curve: pd.DataFrame, rule: str = DEFAULTS) -> list[str]:
     return lines
 
 
-def headline_comparison(rows: pd.DataFrame) -> str:
-    """Which method has the lowest mean headline metric, and whether the seeds resolve it from the runner-up.
-    Methods with a diverged seed are not ranked: their mean would leave out their failures."""
-    unranked = sorted(rows.loc[rows["n_diverged"] > 0, "method"])
+def headline_comparison(rows: pd.DataFrame, settings: ComparisonSettings) -> str:
+    """Which method has the lowest mean headline metric (among methods without diverged seeds: their mean would
+    leave out their failures), and the engine's verdict on every other method against it, Holm-adjusted."""
+    seeds = seed_values(rows, HEADLINE.metric)
+    failed = seeds.diverged.any()
+    means = seeds.values.mean().where(~failed).dropna()
+    unranked = sorted(failed[failed].index)
     note = f" Not ranked, because of diverged seeds: {', '.join(unranked)}." if unranked else ""
-    ranked = rows[rows["n_diverged"] == 0].sort_values("mean", kind="stable")
-    if ranked.empty:
+    if means.empty:
         return "every method had diverged seeds." + note
-    if len(ranked) < 2:
-        return f"only {ranked.iloc[0]['method']} ran without diverging." + note
-    return _compare(ranked) + note
-
-
-def _compare(ranked: pd.DataFrame) -> str:
-    label, scale = HEADLINE.label, HEADLINE.scale
-    best, second = ranked.iloc[0], ranked.iloc[1]
-    text = (
-        f"lowest mean {label}: {best['method']} ({best['mean'] * scale:.2f}), runner-up {second['method']} "
-        f"({second['mean'] * scale:.2f}); difference {(second['mean'] - best['mean']) * scale:.2f}"
+    if len(seeds.methods()) < 2:
+        return f"only {means.index[0]} ran." + note
+    best = min(means.index, key=lambda method: (means[method], method))
+    family = against(seeds, best, settings)
+    groups = {verdict: sorted(family.loc[family["verdict"].eq(verdict), "method"]) for verdict in (WORSE, EQUIVALENT, UNDETERMINED)}
+    found = "; ".join(f"{verdict} than it: {', '.join(methods)}" if verdict == WORSE else f"{verdict}: {', '.join(methods)}"
+                      for verdict, methods in groups.items() if methods)  # fmt: skip
+    return (
+        f"lowest mean {HEADLINE.label}: {best} ({means[best] * HEADLINE.scale:.1f}). Against {best}, paired by seed "
+        f"({family_note(family, settings)}): {found}." + note
     )
-    if min(best["n"], second["n"]) < 2:
-        return text + " (one seed each: no spread to compare with)."
-    standard_error = (best["std"] ** 2 / best["n"] + second["std"] ** 2 / second["n"]) ** 0.5
-    difference = second["mean"] - best["mean"]
-    # Without any spread, a difference is resolved however small, and equal means are not.
-    ratio = difference / standard_error if standard_error > 0 else (float("inf") if difference > 0 else 0.0)
-    verdict = "larger than" if ratio > 2 else "within"
-    return text + f" = {ratio:.1f} standard errors of the difference, {verdict} 2 (n = {int(best['n'])} and {int(second['n'])} seeds)."
 
 
 # ---- sweeps: methods at the draws each selection rule picks --------------------------------------------------

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from benchmark.config import complete, max_seed, train_section
 from benchmark.errors import BenchmarkError
 from benchmark.layout import RUN
+
+if TYPE_CHECKING:  # the engine pulls in scipy, which the workflow's planning never needs
+    from benchmark.comparison import ComparisonSettings
 
 
 @dataclass(frozen=True)
@@ -233,3 +236,10 @@ class PaperSettings(StageSettings):
     bootstrap_resamples: int
     bootstrap_seed: int
     planned_seeds: int
+    equivalence_margin: float
+
+    def comparison(self) -> ComparisonSettings:
+        """What the comparison engine needs: the level and the equivalence margin."""
+        from benchmark.comparison import ComparisonSettings
+
+        return ComparisonSettings(self.alpha, self.equivalence_margin)

@@ -75,10 +75,11 @@ rule table:
         layout.RESULTS_TABLE,
     params:
         oracle="--oracle-draws" if config["sweep"]["oracle"] else "",
+        settings=as_arg(PLAN.paper()),
     resources:
         mem_mb=2000,
         runtime=10,
     log:
         layout.log("table"),
     shell:
-        "ganbench table --input {input} --output {output} {params.oracle} 2>&1 | tee {log}"
+        "ganbench table --settings {params.settings} --input {input} --output {output} {params.oracle} 2>&1 | tee {log}"

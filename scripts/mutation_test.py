@@ -56,6 +56,7 @@ METHOD_TESTS = (
 META_TESTS = ("tests/test_sweep_draws.py", "tests/test_meta_values.py", "tests/test_method_defaults.py", "tests/test_meta.py")
 TARGETS: dict[str, tuple[str, ...]] = {
     "benchmark/results.py": ("tests/test_results_table.py", "tests/test_sweep.py"),
+    "benchmark/comparison.py": ("tests/test_comparison.py", "tests/test_results_table.py", "tests/test_paper.py"),
     "benchmark/regularisers.py": ("tests/test_penalties.py",),
     "benchmark/splits.py": ("tests/test_split_values.py", "tests/test_splits.py"),
     "benchmark/augment.py": ("tests/test_augment.py",),

@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from benchmark import results
+from benchmark.comparison import ComparisonSettings
 from benchmark.errors import BenchmarkError
 from benchmark.hparam_selection import DEFAULTS
 from benchmark.results import COLUMNS, collect_results, headline_comparison, render_markdown, summary_table
@@ -83,40 +86,41 @@ def test_summary_is_per_group_over_completed_seeds():
     assert summary.loc["kid", "n_real"] == "500"
 
 
-def summary_rows(*methods: tuple[str, float, float, int]) -> pd.DataFrame:
-    return pd.DataFrame([{"method": name, "mean": mean, "std": std, "n": n, "n_diverged": 0} for name, mean, std, n in methods])
+def seed_rows(values: dict[str, list[float]]) -> pd.DataFrame:
+    """Per-seed KID rows (x 10^-3 as given) of the 'toy' task, one method per key."""
+    return frame([record(method, seed, "kid", value * 1e-3) for method, numbers in values.items() for seed, value in enumerate(numbers)])
 
 
-def test_headline_names_the_lowest_mean_and_the_difference_in_standard_errors():
-    """Best 10 +/- 2 (x 10^-3, n = 4) against 13 +/- 2: SE = sqrt(4/4 + 4/4) = 1.41, ratio 3 / 1.41 = 2.1, resolved.
-    Wrong implementations: sorting descending names `worst` as best; SE without the division by n gives
-    3 / sqrt(8) = 1.1 standard errors, "within"; a threshold of 0 would call 1.6 standard errors resolved (next test)."""
-    rows = summary_rows(("worse", 0.013, 0.002, 4), ("best", 0.010, 0.002, 4), ("worst", 0.020, 0.002, 4))
-    assert headline_comparison(rows) == (
-        "lowest mean KID x 10^3: best (10.00), runner-up worse (13.00); difference 3.00 = 2.1 standard errors of the "
-        "difference, larger than 2 (n = 4 and 4 seeds)."
+BEST = [10.0, 12.0, 11.0, 13.0]
+
+
+def test_headline_names_the_lowest_mean_and_the_engines_verdicts_against_it():
+    """Against `best` (mean 11.5): `worse` is 3 higher on every seed (paired: resolved, though its own seed spread
+    is as large as the gap); `twin` moves by +/-0.1 around it (equivalent within 10%); `noisy` scatters by +/-5
+    (undetermined). Wrong implementations: sorting descending names `noisy` best; an unpaired standard error
+    leaves `worse` undetermined after Holm (p 0.016 x 3); calling every untested or unresolved method "tied"
+    would put `noisy` with `twin`."""
+    rows = seed_rows({
+        "best": BEST, "worse": [b + d for b, d in zip(BEST, [3.0, 3.2, 2.9, 3.1])],
+        "twin": [b + d for b, d in zip(BEST, [0.1, -0.1, 0.05, -0.04])], "noisy": [b + d for b, d in zip(BEST, [5.0, -4.0, 6.0, -5.0])],
+    })  # fmt: skip
+    assert headline_comparison(rows, ComparisonSettings()) == (
+        "lowest mean KID x 10^3: best (11.5). Against best, paired by seed (Holm over the 3 tests of this table at alpha = 0.05; "
+        "equivalent: TOST within +/- 10% of the compared-against mean): worse than it: worse; equivalent: twin; undetermined: noisy."
     )
 
 
-def test_a_difference_within_two_standard_errors_is_not_resolved():
-    # SE = sqrt(0.003^2 / 3 + 0.001^2 / 2) = 0.001871, ratio 0.003 / 0.001871 = 1.6.
-    rows = summary_rows(("a", 0.010, 0.003, 3), ("b", 0.013, 0.001, 2))
-    assert headline_comparison(rows).endswith("difference 3.00 = 1.6 standard errors of the difference, within 2 (n = 3 and 2 seeds).")
-    # Exactly 2 standard errors is not "larger than 2": SE = sqrt(2 * 0.002^2 / 2) = 0.002, ratio 0.004 / 0.002.
-    rows = summary_rows(("a", 0.010, 0.002, 2), ("b", 0.014, 0.002, 2))
-    assert "= 2.0 standard errors of the difference, within 2" in headline_comparison(rows)
-
-
-def test_one_seed_or_no_spread_gives_no_verdict_on_noise():
-    assert headline_comparison(summary_rows(("a", 0.01, float("nan"), 1), ("b", 0.02, 0.001, 3))).endswith(
-        "difference 10.00 (one seed each: no spread to compare with)."
+def test_the_headline_leaves_diverged_methods_unranked_and_says_so():
+    rows = frame(
+        [record("a", seed, "kid", 0.01 + 0.001 * seed) for seed in range(3)]
+        + [record("b", 0, "kid", 0.001)]
+        + [record("b", 1, "kid", None, "diverged")]
     )
-    identical_seeds = headline_comparison(summary_rows(("a", 0.01, 0.0, 3), ("b", 0.02, 0.0, 3)))
-    assert "= inf standard errors of the difference, larger than 2" in identical_seeds
-    # Equal means without spread are a tie, not a difference of infinitely many standard errors.
-    tie = headline_comparison(summary_rows(("a", 0.01, 0.0, 3), ("b", 0.01, 0.0, 3)))
-    assert tie.endswith("difference 0.00 = 0.0 standard errors of the difference, within 2 (n = 3 and 3 seeds).")
-    assert headline_comparison(summary_rows(("a", 0.01, 0.001, 3))) == "only a ran without diverging."
+    text = headline_comparison(rows, ComparisonSettings())
+    assert text.startswith("lowest mean KID x 10^3: a (11.0).") and text.endswith("Not ranked, because of diverged seeds: b.")
+    assert "undetermined: b" in text  # one completed seed shared with a: no test
+    only = headline_comparison(frame([record("a", 0, "kid", 0.01)]), ComparisonSettings())
+    assert only == "only a ran."
 
 
 def test_heldout_levels_and_sample_sizes_are_what_the_records_say():
@@ -273,52 +277,34 @@ def test_evaluation_passes_the_logged_validation_scores_on_as_curve_records():
     assert (records[1]["n_real"], records[1]["n_fake"], records[0]["n_real"]) == (100, 500, None)
 
 
-def test_negative_transfer_is_flagged_only_beyond_the_seed_spread():
-    """Against scratch at 20 +/- 2 (x 10^-3, n = 4): 25 +/- 2 is 5 worse with SE sqrt(4/4 + 4/4) = 1.41, 3.5 SE:
-    negative transfer. 22 +/- 2 is 2 worse, 1.4 SE: within the spread. 15 +/- 2 is resolved the other way. With one
-    seed there is no spread to judge by. Wrong implementations: an SE without the division by n (2.83) puts both
-    5-point gaps at 1.8 SE, "within"; reading "lower is better" backwards flags `helps` instead of `hurts`."""
-    summary = pd.DataFrame(
-        [
-            {"method": name, "shots": 5, "mean": mean, "std": std, "n": n, "n_diverged": 0, "metric": "kid"}
-            for name, mean, std, n in (
-                ("scratch", 0.020, 0.002, 4), ("hurts", 0.025, 0.002, 4), ("close", 0.022, 0.002, 4), ("helps", 0.015, 0.002, 4),
-                ("single", 0.030, float("nan"), 1),
-            )
-        ]
-    )  # fmt: skip
-    lines = results.transfer_table(summary, "final")
+def test_negative_transfer_is_the_engines_verdict_against_scratch():
+    """Against scratch (20, 22, 19, 21 x 10^-3): `hurts` is 5 higher on every seed (worse: negative transfer),
+    `helps` 5 lower (better), `close` scatters around +1 (undetermined), `single` has one seed (no test). The
+    cell of `hurts` is the paired difference with its t(3) 95% interval, checked against scipy. Wrong
+    implementations: reading "lower is better" backwards swaps `helps` and `hurts`; an unpaired rule misses both
+    (the seed spread of 1.3 is large against their Holm-adjusted p)."""
+    scratch = [20.0, 22.0, 19.0, 21.0]
+    rows = seed_rows({
+        "scratch": scratch, "hurts": [s + d for s, d in zip(scratch, [5.1, 4.9, 5.2, 4.8])],
+        "helps": [s - d for s, d in zip(scratch, [5.1, 4.9, 5.2, 4.8])], "close": [s + d for s, d in zip(scratch, [3.0, -1.0, 2.5, -0.5])],
+    })  # fmt: skip
+    rows = pd.concat([rows, frame([record("single", 0, "kid", 0.030)])], ignore_index=True)
+    lines = results.versus_table(rows, "scratch", "final", ComparisonSettings(), "Transfer vs scratch")
     cells = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in lines if line.startswith("| ") and "K = " not in line}
-    assert cells == {
-        "close": "+2.00 +/- 1.41 within seed spread",
-        "helps": "-5.00 +/- 1.41 better",
-        "hurts": "+5.00 +/- 1.41 **WORSE than scratch**",
-        "single": "+10.00 (one seed: no spread)",
-    }
+    assert {method: cell.rsplit(": ", 1)[1] for method, cell in cells.items()} == {
+        "close": "undetermined", "helps": "better", "hurts": "worse", "single": "undetermined",
+    }  # fmt: skip
+    differences = np.array([5.1, 4.9, 5.2, 4.8])
+    low, high = stats.t.interval(0.95, 3, loc=differences.mean(), scale=stats.sem(differences))
+    assert cells["hurts"].startswith(f"+5 [+{low:.3g}, +{high:.3g}], p_Holm ")
+    assert "Holm over the 3 tests of this table at alpha = 0.05" in lines[0]  # `single` is no test
     assert "scratch" not in cells
-    assert results.transfer_table(summary[summary["method"] != "scratch"], "final") == []  # no baseline, no table
+    assert results.versus_table(rows[rows["method"] != "scratch"], "scratch", "final", ComparisonSettings(), "x") == []  # no baseline
 
 
 def test_the_rendered_table_flags_negative_transfer_per_task_and_checkpoint():
     rows = [record("scratch", seed, "kid", 0.020 + 0.001 * seed) for seed in range(3)]
     rows += [record("finetune", seed, "kid", 0.040 + 0.001 * seed) for seed in range(3)]
     markdown = render_markdown(frame(rows))
-    assert "Transfer vs scratch (final)" in markdown
-    assert "| finetune | +20.00 +/- 0.82 **WORSE than scratch** |" in markdown
-
-
-def test_transfer_verdicts_at_their_edges():
-    """Exactly representable cases: SE = sqrt(0.25 / 2 + 0.25 / 2) = 0.5 with two seeds each. A difference of exactly
-    2 SE is within the spread, 2.5 SE is negative transfer; two seeds are enough to judge; equal means without any
-    spread are a tie, not a difference. (Mutants that judged at < 2 SE, at 3 SE, from three seeds on, or called
-    a zero difference worse or better fail here.)"""
-
-    def gap(mean: float, std: float, n: int, baseline: tuple[float, float, int] = (0.5, 0.5, 2)) -> str:
-        row = pd.Series({"mean": mean, "std": std, "n": n})
-        return results.transfer_gap(row, pd.Series(dict(zip(("mean", "std", "n"), baseline))))
-
-    assert gap(1.5, 0.5, 2) == "+1000.00 +/- 500.00 within seed spread"
-    assert gap(1.75, 0.5, 2) == "+1250.00 +/- 500.00 **WORSE than scratch**"
-    assert gap(-0.75, 0.5, 2) == "-1250.00 +/- 500.00 better"
-    assert gap(0.5, 0.0, 3, baseline=(0.5, 0.0, 3)) == "+0.00 +/- 0.00 within seed spread"
-    assert gap(0.75, 0.0, 3, baseline=(0.5, 0.0, 3)) == "+250.00 +/- 0.00 **WORSE than scratch**"
+    assert "Transfer vs scratch (a 'worse' is negative transfer), final checkpoint" in markdown
+    assert "| finetune | +20 [+20, +20], p_Holm <0.001: worse |" in markdown

@@ -131,11 +131,12 @@ def _check_paper_outputs(workdir: Path, config_path: Path, config: dict) -> None
     names = {path.stem for path in (paper / "figures").glob("*.png")}
     expected = {f"{kind}_{task}_k5" for kind in ("samples", "nearest", "training", "adaptation_curve") for task in config["tasks"]}
     assert expected <= names, expected - names
-    assert {f"kid_vs_k_{task}_{checkpoint}" for task in config["tasks"] for checkpoint in ("final", "validation_selected")} <= names
+    assert not any(name.startswith("kid_vs_k") for name in names)  # one K: no metric-vs-K figure
     for name in ("paper.md", "paper.html", "tables.csv", "power.csv"):
         assert (paper / name).stat().st_size > 0, name
-    # 2 tasks x 2 seeds = 4 (task, K, seed) blocks: one fewer than autorank's minimum, and the page says so.
-    assert "No rank test: 4 complete (task, K, seed) blocks" in (paper / "paper.md").read_text()
+    # 2 tasks: no cross-task verdict, and the page says why in one line; 2 seeds: no seed verdict either.
+    text = (paper / "paper.md").read_text()
+    assert "No cross-task verdict: 2 tasks" in text and "No seed verdict: no pair of methods completed 3 or more seeds" in text
 
     plan = Plan(config)
     with np.load(workdir / layout.PANELS) as stored:

@@ -62,11 +62,14 @@ def _band(axis, x: np.ndarray, mean: np.ndarray, std: np.ndarray, colour, label:
 
 
 def metric_vs_shots(results: pd.DataFrame, checkpoint: str, rule: str) -> dict[str, Figure]:
-    """Per task: the headline metric against K per method, mean over seeds with a +/- 1 std band."""
+    """Per task with two or more K: the headline metric against K per method, mean over seeds with a +/- 1 std
+    band. None for a task with one K."""
     rows = results[results["checkpoint"].eq(checkpoint) & results["metric"].eq(HEADLINE.metric) & results["value"].notna()]
     colours = method_colours(sorted(set(results["method"])))
     figures = {}
     for task, block in rows.groupby("task", sort=True):
+        if block["shots"].nunique() < 2:
+            continue  # one K is a column of dots, not a curve: the tables show it
         figure, axis = plt.subplots(figsize=(5.5, 3.6))
         for method, by_method in block.groupby("method", sort=True):
             stats = by_method.groupby("shots")["value"].agg(["mean", "std", "count"]).sort_index()

@@ -2,16 +2,21 @@
 paired by seed (each seed: the same K shots and pretraining for both methods), from the seed spread measured.
 
 For a pair of methods on one task and K, the paired differences d_s = KID_A,s - KID_B,s over the seeds both
-completed have a standard deviation sd_d. A difference of `effect` (10%) of the pair's mean KID is
-delta = effect x mean; the standardised effect delta / sd_d sets the seeds a two-sided paired t-test needs at
-level `alpha` to detect it with probability `power` (the noncentral t distribution, scipy). Read the other way: with the
-seeds a preset runs, the smallest relative difference resolved at the same level and power. sd_d from 2-3
-seeds is itself uncertain: the counts are a planning estimate, not a guarantee.
+completed have a standard deviation sd_d; relative to the pair's mean KID it is the relative SD. One pair's SD
+rests on 1-2 degrees of freedom, so it is pooled over the pairs of a family of methods and over tasks (the
+variances weighted by their degrees of freedom); pairs with fewer than 3 seeds give no seed verdict. A difference
+of `effect` (10%) of the mean KID, over the pooled relative SD, sets the seeds a two-sided paired t-test needs at
+level `alpha` to detect it with probability `power` (the noncentral t distribution, scipy). Every count is given
+at the estimate and at the SD's 80% upper confidence bound (chi-square on the pooled degrees of freedom): the
+second is what to plan with. Read the other way, the minimum detectable effect (MDE) is the smallest relative
+difference that a number of seeds resolves at the same level and power; differences that happened to be observed
+are not turned into power (post-hoc power says nothing the p-value does not).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from itertools import combinations
 
 import pandas as pd
@@ -20,6 +25,8 @@ from scipy import integrate, optimize, stats
 from benchmark.results import HEADLINE
 
 MAX_SEEDS = 10_000  # beyond this, "not resolvable in practice"
+MIN_PAIRS = 3  # a pair's SD from fewer seeds (1 degree of freedom) is not planned from
+UPPER_CONFIDENCE = 0.8  # the one-sided confidence of the SD's upper bound that the counts are also given at
 LARGE_DF = 500  # t with more degrees of freedom is normal to within 0.1% of its quantiles
 
 
@@ -71,14 +78,15 @@ def resolvable_effect(seeds: int, alpha: float, power: float) -> float:
 
 
 def pair_spread(rows: pd.DataFrame, metric: str = HEADLINE.metric) -> pd.DataFrame:
-    """Per task, K and pair of methods: mean of the pair's metric, sd of the paired differences, pairs (seeds)."""
+    """Per task, K and pair of methods with at least `MIN_PAIRS` shared seeds: mean of the pair's metric, sd of the
+    paired differences, pairs (seeds)."""
     values = rows[rows["metric"].eq(metric) & rows["value"].notna()]
     out = []
     for (task, shots), block in values.groupby(["task", "shots"], sort=True):
         by_seed = block.pivot_table(index="seed", columns="method", values="value", aggfunc="first")
         for first, second in combinations(sorted(by_seed.columns), 2):
             pair = by_seed[[first, second]].dropna()
-            if len(pair) < 2:
+            if len(pair) < MIN_PAIRS:
                 continue
             difference = pair[first] - pair[second]
             out.append({
@@ -88,24 +96,57 @@ def pair_spread(rows: pd.DataFrame, metric: str = HEADLINE.metric) -> pd.DataFra
     return pd.DataFrame(out, columns=["task", "shots", "method", "versus", "pairs", "mean", "difference", "sd_difference"])
 
 
-def power_table(rows: pd.DataFrame, effect: float = 0.1, alpha: float = 0.05, power: float = 0.8, planned_seeds: int | None = None) -> pd.DataFrame:
-    """Per pair of methods (task, K): relative sd of the paired differences (sd_d / mean), the seeds needed to
-    resolve a relative difference `effect` and to resolve the difference observed, and with `planned_seeds` the
-    smallest relative difference those seeds resolve."""
+def power_table(rows: pd.DataFrame, effect: float = 0.1, alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
+    """Per pair of methods (task, K) with `MIN_PAIRS` seeds or more: the relative sd of the paired differences
+    (sd_d / mean; NaN where the mean KID is not positive: unbiased KID can dip below 0), and the minimum detectable
+    relative difference at the seeds it ran (`mde_at_pairs`)."""
     spread = pair_spread(rows)
-    # Relative to the pair's mean KID; undefined (NaN) where that mean is not positive (unbiased KID can dip below 0).
     relative = (spread["sd_difference"] / spread["mean"]).where(spread["mean"] > 0)
-    spread = spread.assign(relative_sd=relative, observed_relative_difference=spread["difference"].abs() / spread["mean"])
-    spread["seeds_needed"] = [seeds_needed(_standardised(effect, value), alpha, power) for value in relative]
-    # The seeds that would resolve the difference these runs show (a zero difference: never).
-    spread["seeds_for_observed"] = [
-        seeds_needed(_standardised(observed, value), alpha, power)
-        for observed, value in zip(spread["observed_relative_difference"], relative, strict=True)
-    ]
-    if planned_seeds is not None:
-        d = resolvable_effect(planned_seeds, alpha, power)
-        spread["resolvable_relative_difference"] = d * spread["relative_sd"]
+    spread = spread.assign(relative_sd=relative)
+    spread["mde_at_pairs"] = [resolvable_effect(int(n), alpha, power) * value for n, value in zip(spread["pairs"], relative, strict=True)]
     return spread
+
+
+@dataclass(frozen=True)
+class PooledSpread:
+    """A family's relative SD pooled over its pairs and tasks, with its degrees of freedom and upper bound."""
+
+    relative_sd: float
+    df: int
+    upper: float  # the one-sided `UPPER_CONFIDENCE` upper confidence bound
+    pairs_of_methods: int
+    tasks: int
+
+
+def pooled_spread(table: pd.DataFrame) -> PooledSpread | None:
+    """sqrt(sum (n_i - 1) rsd_i^2 / sum (n_i - 1)) over the rows of `table` with a defined relative SD; the upper
+    bound rsd x sqrt(df / chi2_{1 - confidence}(df)). None where no row has one."""
+    usable = table[table["relative_sd"].notna()]
+    if usable.empty:
+        return None
+    dfs = usable["pairs"].to_numpy() - 1
+    df = int(dfs.sum())
+    pooled = math.sqrt(float((dfs * usable["relative_sd"].to_numpy() ** 2).sum()) / df)
+    upper = pooled * math.sqrt(df / float(stats.chi2.ppf(1 - UPPER_CONFIDENCE, df)))
+    return PooledSpread(pooled, df, upper, len(usable[["method", "versus"]].drop_duplicates()), usable["task"].nunique())
+
+
+def family_power(table: pd.DataFrame, effect: float, alpha: float, power: float, seed_counts: list[int]) -> dict | None:
+    """For one family's pairs: the pooled relative SD and its upper bound, the seeds needed for `effect` at both, and
+    the MDE at each of `seed_counts` at both. None where nothing can be pooled."""
+    pooled = pooled_spread(table)
+    if pooled is None:
+        return None
+    out = {
+        "relative_sd": pooled.relative_sd, "relative_sd_upper": pooled.upper, "df": pooled.df,
+        "pairs_of_methods": pooled.pairs_of_methods, "tasks": pooled.tasks,
+        "seeds_needed": seeds_needed(_standardised(effect, pooled.relative_sd), alpha, power),
+        "seeds_needed_upper": seeds_needed(_standardised(effect, pooled.upper), alpha, power),
+    }  # fmt: skip
+    for count in seed_counts:
+        d = resolvable_effect(count, alpha, power)
+        out[f"mde_{count}_seeds"], out[f"mde_{count}_seeds_upper"] = d * pooled.relative_sd, d * pooled.upper
+    return out
 
 
 def _standardised(relative_difference: float, relative_sd: float) -> float:
@@ -116,16 +157,3 @@ def _standardised(relative_difference: float, relative_sd: float) -> float:
     if relative_sd == 0:
         return math.inf if relative_difference > 0 else 0.0
     return relative_difference / relative_sd
-
-
-def power_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per task and K: the median and the quartiles of the seeds needed over all method pairs."""
-    if table.empty:
-        return pd.DataFrame(columns=["task", "shots", "pairs_of_methods", "seeds_q25", "seeds_median", "seeds_q75", "relative_sd_median"])
-    grouped = table.groupby(["task", "shots"], sort=True)
-    # "higher": a quartile is one of the pairs' counts (never a fraction of a seed, and inf where pairs cannot be resolved)
-    summary = grouped["seeds_needed"].quantile([0.25, 0.5, 0.75], interpolation="higher").unstack()
-    summary.columns = ["seeds_q25", "seeds_median", "seeds_q75"]
-    summary["pairs_of_methods"] = grouped.size()
-    summary["relative_sd_median"] = grouped["relative_sd"].median()
-    return summary.reset_index()[["task", "shots", "pairs_of_methods", "seeds_q25", "seeds_median", "seeds_q75", "relative_sd_median"]]

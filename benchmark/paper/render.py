@@ -4,7 +4,8 @@ Layout of the output folder:
 - `paper.md` and `paper.html`: every table with its caption, the statistics across tasks and the power analysis,
   with what each number means;
 - `tables/<task>_k<K>_<checkpoint>_<group>.md` and `.tex` (booktabs, for `\\input`), and `tables.csv` (every
-  table's numbers, tidy); `ranks.csv`, `aggregate.csv`, `improvement.csv`, `power.csv`;
+  table's numbers, tidy); `ranks.csv`, `aggregate.csv`, `improvement.csv`, `power.csv` (per pair of methods) and
+  `power_families.csv` (pooled per family);
 - `figures/<name>.png` and `.pdf`.
 """
 
@@ -20,13 +21,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.comparison import VERDICTS
 from benchmark.errors import BenchmarkError
 from benchmark.paper import aggregate, compare, figures, power
 from benchmark.paper.compare import compare_results
 from benchmark.paper.inputs import PaperInputs, checkpoints_present, read_results_folder
-from benchmark.paper.tables import BASELINE, GROUPS, PaperTable, build_table
-from benchmark.results import HEADLINE, NO_TRANSFER
-from benchmark.selection import ORACLE, SELECTED
+from benchmark.paper.tables import GROUPS, PaperTable, build_table
+from benchmark.results import BASELINE, HEADLINE, NO_TRANSFER
+from benchmark.selection import CURVE, ORACLE, SELECTED
 from benchmark.settings import PaperSettings
 
 log = logging.getLogger(__name__)
@@ -74,9 +76,9 @@ def _render_into(inputs: PaperInputs, folder: Path, settings: PaperSettings, ref
                 cells = "mean [95% t-interval]" if settings.intervals else "mean +/- std"
                 caption = (
                     f"{task} ({kind}), K = {shots}: {group}. Checkpoint: {checkpoint}; hyperparameters: {inputs.rule}. "
-                    f"{cells.capitalize()} over seeds (n); bold: best; {TIE_MARK_TEXT}. Feature space: {spaces or 'n/a'}."
+                    f"{cells.capitalize()} over seeds (n); {MARKS_TEXT[group]}. Feature space: {spaces or 'n/a'}."
                 )
-                table = build_table(rows, group, caption, name, intervals=settings.intervals)
+                table = build_table(rows, group, caption, name, settings.comparison(), intervals=settings.intervals)
                 if table is None:
                     continue
                 tables.append(table)
@@ -91,12 +93,12 @@ def _render_into(inputs: PaperInputs, folder: Path, settings: PaperSettings, ref
     figure_folder = folder / "figures"
     across, across_frames = _across_tasks(results, settings, figure_folder, written)
     lines += across
-    power_lines, power_frame = _power(results, settings)
+    power_lines, power_frames = _power(results, settings)
     lines += power_lines
-    for name, frame in {**across_frames, "power": power_frame}.items():
+    for name, frame in {**across_frames, **power_frames}.items():
         written += _write(folder / f"{name}.csv", frame.to_csv(index=False))
     if reference is not None:
-        comparison = compare_results(results, reference.results, settings.alpha)
+        comparison = compare_results(results, reference.results, settings.comparison())
         written += _write(folder / "compare.csv", comparison.to_csv(index=False))
         lines += _comparison_lines(comparison, reference)
     written += _figures(inputs, figure_folder)
@@ -107,7 +109,11 @@ def _render_into(inputs: PaperInputs, folder: Path, settings: PaperSettings, ref
     return written
 
 
-TIE_MARK_TEXT = "\u2020 not told apart from the best (paired t-test over shared seeds, p >= 0.05)"
+MARKS_TEXT = {
+    "fidelity": "bold: the best mean, \u2020: not found worse than it by the comparison engine (paired by seed, Holm over the "
+    "column; neither where no method is found worse)",
+    "diversity": "no best marked (diversity and memorisation rank only among generators of comparable fidelity)",
+}
 
 
 def _preamble(inputs: PaperInputs, settings: PaperSettings) -> list[str]:
@@ -122,11 +128,13 @@ def _preamble(inputs: PaperInputs, settings: PaperSettings) -> list[str]:
         + (" (each method at the draw this rule selects, per checkpoint)." if inputs.draws > 1 else "."),
         "",
         f"Tables: {'mean [95% t-interval]' if settings.intervals else 'mean +/- sample std (95% t-intervals with paper.intervals: true)'} over seeds, n seeds;"
-        f" bold: the best mean of a column among methods without diverged seeds; {TIE_MARK_TEXT}. Arrows give each"
+        f" fidelity tables: {MARKS_TEXT['fidelity']}; bold never goes to a method with diverged seeds. Arrows give each"
         " metric's direction (->1: closest to 1 is best). A diverged seed is counted beside n and never enters a mean;"
-        ' "n/a": the metric was not computed for this run. The fidelity tables compare each method with'
-        f" `{BASELINE}` on the same seeds (same K shots, same pretraining): wins/losses on {HEADLINE.label} and the"
-        " two-sided paired t-test's p-value (with 2-3 seeds, only large, consistent differences reach p < 0.05).",
+        ' "n/a": the metric was not computed for this run. The fidelity tables end with the comparison engine\'s verdicts'
+        f" on {HEADLINE.label} against `{BASELINE}` and against `{NO_TRANSFER}` (pre-declared): the difference paired by seed"
+        " (same K shots, same pretraining, same evaluation latents) with its 95% CI, Holm-adjusted p over the table's"
+        f" comparisons at alpha = {settings.alpha:g}, and better / worse / equivalent (TOST within"
+        f" +/- {settings.equivalence_margin:.0%} of the compared-against mean) / undetermined.",
         "",
         "Checkpoints: *final* is the last step, *validation-selected* the evaluation step with the best validation-split"
         " score (held out from the reference set). Oracle selections are never tabulated here.",
@@ -139,53 +147,75 @@ def _across_tasks(
 ) -> tuple[list[str], dict[str, pd.DataFrame]]:
     lines = ["## Across tasks", "", *_docstring_paragraphs(aggregate.__doc__), ""]
     frames: dict[str, list[pd.DataFrame]] = {"ranks": [], "aggregate": [], "improvement": []}
+    curve = results[results["checkpoint"].eq(CURVE)]
     for checkpoint in checkpoints_present(results):
         if checkpoint == ORACLE:
             continue
         rows = results[results["checkpoint"].eq(checkpoint)]
         lines += [f"### Checkpoint: {checkpoint}", ""]
+        too_few = aggregate.too_few_tasks(rows)
         test = aggregate.rank_test(rows, settings.alpha)
-        if test is None:
+        if too_few is not None:
+            lines += [too_few, ""]
+        elif test is None:
             complete, dropped = aggregate.score_matrix(rows)
             lines += [
-                f"No rank test: {len(complete)} complete (task, K, seed) blocks ({dropped} left out for missing scores); "
-                f"the Friedman test (autorank) needs {aggregate.MIN_BLOCKS}, and {aggregate.MIN_METHODS} methods.",
+                f"No rank test: {len(complete)} complete (task, K) blocks ({dropped} left out for missing scores) and "
+                f"{complete.shape[1]} methods; the test needs {aggregate.MIN_TASKS} tasks and {aggregate.MIN_METHODS} methods.",
                 "",
             ]
         else:
             verdict = "the methods' ranks differ" if test.p_value < settings.alpha else "no difference in ranks is resolved"
             cd = "n/a" if test.critical_difference is None else f"{test.critical_difference:.2f}"
             lines += [
-                f"{test.omnibus.capitalize()} test over {test.blocks} blocks ({test.dropped_blocks} left out for missing scores): "
-                f"p = {test.p_value:.2g}, {verdict} at alpha = {settings.alpha}. Post-hoc: {test.posthoc}, critical difference {cd}.",
+                f"Over {test.blocks} (task, K) blocks from {test.tasks} tasks, seeds averaged ({test.dropped_blocks} left out for missing "
+                f"scores): Iman-Davenport F({test.df[0]}, {test.df[1]}) = {test.iman_davenport:.3g}, p = {test.p_value:.2g} (Friedman "
+                f"chi-square p = {test.friedman_p:.2g}): {verdict} at alpha = {settings.alpha:g}. Nemenyi's critical difference: {cd}.",
                 "",
                 test.ranks.to_markdown(index=False, floatfmt=".2f"),
                 "",
             ]
             frames["ranks"].append(
-                test.ranks.assign(checkpoint=checkpoint, p_value=test.p_value, critical_difference=test.critical_difference, blocks=test.blocks)
-            )
+                test.ranks.assign(
+                    checkpoint=checkpoint, iman_davenport=test.iman_davenport, p_value=test.p_value, friedman_p=test.friedman_p,
+                    critical_difference=test.critical_difference, blocks=test.blocks, tasks=test.tasks,
+                )
+            )  # fmt: skip
             name = f"critical_difference_{figures.slug(checkpoint)}"
-            title = f"Mean rank of {HEADLINE.label} over {test.blocks} (task, K, seed) blocks, {checkpoint} checkpoint; {test.omnibus} p = {test.p_value:.2g}"
+            title = (
+                f"Mean rank of {HEADLINE.label} over {test.blocks} (task, K) blocks of {test.tasks} tasks, {checkpoint} checkpoint; "
+                f"Iman-Davenport p = {test.p_value:.2g}"
+            )
             written += figures.save(figures.critical_difference(test.result, title), figure_folder, name)
-        scores = aggregate.normalised_scores(rows)
-        if scores.empty:
-            lines += [f"No task has a `{NO_TRANSFER}` run to normalise by: no aggregate score.", ""]
+        tasks, methods = aggregate.task_runs(rows, curve)
+        if not tasks:
+            lines += [f"No task has a step-0 adaptation-curve score of `{BASELINE}` (the source generator) to normalise by: no aggregate score.", ""]
             continue
-        summary = aggregate.aggregate_scores(scores, settings.bootstrap_resamples, settings.bootstrap_seed)
+        summary = aggregate.aggregate_scores(tasks, methods, settings.bootstrap_resamples, settings.bootstrap_seed)
+        runs, trimmed = int(summary["runs"].iloc[0]), int(summary["trimmed_each_end"].iloc[0])
         lines += [
-            f"IQM of KID / mean KID of {NO_TRANSFER} (lower is better; below 1: transfer helped), 95% stratified-bootstrap interval:",
+            f"IQM of KID / the source generator's step-0 KID (0: as close as real data, 1: no closer than the unadapted source; "
+            f"lower is better) over {runs} runs per method from {len(tasks)} (task, K) blocks: trims {trimmed} run{'s' if trimmed != 1 else ''} "
+            f"from each end ({runs - 2 * trimmed} of {runs} kept); 95% hierarchical-bootstrap interval (tasks, then seeds)"
+            + ("." if too_few is None else ", descriptive only (too few tasks to resample)."),
             "",
-            summary.to_markdown(index=False, floatfmt=".3g"),
+            summary.drop(columns=["runs", "trimmed_each_end", "tasks"]).to_markdown(index=False, floatfmt=".3g"),
             "",
         ]
-        improvement = aggregate.improvement_probabilities(scores, settings.bootstrap_resamples, settings.bootstrap_seed)
+        improvement = aggregate.improvement_probabilities(
+            tasks, methods, settings.bootstrap_resamples, settings.bootstrap_seed, verdicts=too_few is None
+        )
         if not improvement.empty:
             matrix = improvement.assign(text=[_probability_text(row) for _, row in improvement.iterrows()]).pivot(
                 index="method", columns="versus", values="text"
             )
+            stars = (
+                f"* where the interval excludes 0.5, on the pre-declared comparisons with {' and '.join(aggregate.DECLARED)} only"
+                if too_few is None
+                else "no stars: too few tasks for a verdict"
+            )
             lines += [
-                "P(row method has a lower KID than column method), 95% interval; * where the interval excludes 0.5:",
+                f"P(row method has a lower KID than column method), each pair once, 95% interval; {stars}:",
                 "",
                 matrix.fillna("").to_markdown(),
                 "",
@@ -202,72 +232,73 @@ def _comparison_lines(comparison: pd.DataFrame, reference: PaperInputs) -> list[
     counts = comparison["verdict"].value_counts()
     lines += [
         f"Compared with `{reference.folder}` on {len(comparison)} (task, K, method, checkpoint, metric) cells: "
-        + ", ".join(f"{counts.get(verdict, 0)} {verdict}" for verdict in ("identical", "within seed spread", "DIFFERENT"))
-        + ". Headline metric:",
+        + ", ".join(f"{counts.get(verdict, 0)} {verdict}" for verdict in (compare.IDENTICAL, *VERDICTS))
+        + " (better/worse: this run against the reference). Headline metric:",
         "",
     ]
     headline = comparison[comparison["metric"].eq(HEADLINE.metric)]
-    columns = ["task", "shots", "method", "checkpoint", "mean", "reference_mean", "relative_difference", "p_value", "verdict"]
+    columns = ["task", "shots", "method", "checkpoint", "mean", "reference_mean", "relative_difference", "p_holm", "verdict"]
     return [*lines, headline[columns].to_markdown(index=False, floatfmt=".3g"), ""]
 
 
 def _probability_text(row: pd.Series) -> str:
     if pd.isna(row["ci_low"]):
         return f"{row['probability']:.2f}"
-    resolved = "*" if row["ci_low"] > 0.5 or row["ci_high"] < 0.5 else ""
+    resolved = "*" if row["resolved"] else ""
     return f"{row['probability']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]{resolved}"
 
 
-def _power(results: pd.DataFrame, settings: PaperSettings) -> tuple[list[str], pd.DataFrame]:
+def _power(results: pd.DataFrame, settings: PaperSettings) -> tuple[list[str], dict[str, pd.DataFrame]]:
     checkpoint = SELECTED if results["checkpoint"].eq(SELECTED).any() else checkpoints_present(results)[0]
     rows = results[results["checkpoint"].eq(checkpoint)]
-    table = power.power_table(rows, settings.effect, settings.alpha, settings.power, settings.planned_seeds)
+    table = power.power_table(rows, settings.effect, settings.alpha, settings.power)
     lines = ["## Power: how many seeds resolve a difference", "", *_docstring_paragraphs(power.__doc__), ""]
+    seeds = int(rows.groupby(["task", "shots", "method"])["seed"].nunique().max())
     if table.empty:
-        return [*lines, "No pair of methods completed two or more seeds on the same task: no seed spread to plan from.", ""], table
+        return [
+            *lines,
+            f"No seed verdict: no pair of methods completed {power.MIN_PAIRS} or more seeds on the same task (these results have {seeds}).",
+            "",
+        ], {"power": table, "power_families": pd.DataFrame()}
     effect = f"{settings.effect:.0%}"
-    summary = power.power_summary(table)
-    seeds = results["seed"].nunique()
+    counts = sorted({seeds, settings.planned_seeds})
+    families = {f"fine-tuning family ({', '.join(FINETUNE_FAMILY)})": table["method"].isin(FINETUNE_FAMILY) & table["versus"].isin(FINETUNE_FAMILY)}
+    families["every pair of methods"] = pd.Series(True, index=table.index)
+    out = []
+    for name, members in families.items():
+        found = power.family_power(table[members], settings.effect, settings.alpha, settings.power, counts)
+        if found is not None:
+            out.append({"family": name, **found})
+    summary = pd.DataFrame(out)
     lines += [
-        f"Checkpoint: {checkpoint}. Seeds a paired t-test needs to resolve a {effect} difference in {HEADLINE.label} "
-        f"(alpha = {settings.alpha}, power = {settings.power}), over every pair of methods: quartiles; relative sd is the "
-        f"sd of the paired differences over the pair's mean KID (measured on {seeds} seeds).",
-        "",
-        summary.to_markdown(index=False, floatfmt=".3g"),
+        f"Checkpoint: {checkpoint}. Paired differences of {HEADLINE.label} pooled per family of methods over its pairs and tasks "
+        f"(alpha = {settings.alpha:g}, power = {settings.power:g}); each count at the pooled relative SD and at its "
+        f"{power.UPPER_CONFIDENCE:.0%} upper confidence bound.",
         "",
     ]
-    family = table[table["method"].isin(FINETUNE_FAMILY) & table["versus"].isin(FINETUNE_FAMILY)]
-    if not family.empty:
-        columns = [
-            "task", "shots", "method", "versus", "pairs", "observed_relative_difference", "relative_sd", "seeds_needed", "seeds_for_observed",
-            "resolvable_relative_difference",
-        ]  # fmt: skip
+    for _, row in summary.iterrows():
+        mde = "; ".join(
+            f"{count} seeds resolve {_percent(row[f'mde_{count}_seeds'])} ({_percent(row[f'mde_{count}_seeds_upper'])} at the bound)"
+            for count in counts
+        )
         lines += [
-            f"The fine-tuning family ({', '.join(FINETUNE_FAMILY)}): the observed relative difference, the seeds needed to resolve {effect} "
-            f"and to resolve the observed difference, and the smallest relative difference {settings.planned_seeds} seeds "
-            "(paper.planned_seeds; the full preset's count) resolve:",
-            "",
-            family[columns].to_markdown(index=False, floatfmt=".3g"),
-            "",
+            f"- {row['family']}: relative SD {row['relative_sd']:.3g} (upper bound {row['relative_sd_upper']:.3g}; {row['df']} degrees of "
+            f"freedom from {row['pairs_of_methods']} pairs on {row['tasks']} task(s)). A {effect} difference needs "
+            f"{_count(row['seeds_needed'])} seeds at the estimate and {_count(row['seeds_needed_upper'])} at the bound. Minimum "
+            f"detectable difference: {mde}.",
         ]
-    median = table["seeds_needed"].median()  # over every pair of methods; inf where the median pair cannot be resolved
-    resolvable = table["resolvable_relative_difference"].median()
     lines += [
-        f"Verdict: over the {len(table)} pairs of methods on all tasks, the median pair needs {_count(median)} seeds for a {effect} difference, and "
-        f"{settings.planned_seeds} seeds resolve differences of {resolvable:.0%} or more for it. Methods whose seeds share shots "
-        "and pretraining move together, so closely related methods (the fine-tuning family, where listed) need far fewer "
-        "seeds for the same relative difference than the median pair; a difference smaller than a pair's resolvable one "
-        "is not resolved by that many seeds. More seeds, each with its own shot draw, are the remedy, at the cost stated.",
+        "",
+        "Methods whose seeds share shots and pretraining move together, so closely related methods (the fine-tuning family) "
+        "resolve smaller relative differences than the average pair. Per pair (relative SD and the minimum detectable "
+        "difference at its own seeds): `power.csv`.",
         "",
     ]
-    if not family.empty:
-        observed, needed = family["observed_relative_difference"], family["seeds_for_observed"]
-        lines += [
-            f"Within the fine-tuning family the observed differences are {observed.min():.1%} to {observed.max():.1%} of the KID; "
-            f"resolving them would take {_count(needed.min())} to {_count(needed.max())} seeds per pair.",
-            "",
-        ]
-    return lines, table
+    return lines, {"power": table, "power_families": summary}
+
+
+def _percent(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.0%}" if value >= 0.1 else f"{value:.1%}"
 
 
 def _count(value: float) -> str:

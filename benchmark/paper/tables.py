@@ -2,31 +2,34 @@
 (booktabs, `\\input`-ready) and CSV with pandas' own writers.
 
 A cell is the mean +/- sample standard deviation over the seeds that completed (n beside it), or the 95%
-t-interval when asked. Per column the best mean is in bold; a method the seeds do not tell apart from the best is
-marked with a dagger: a two-sided paired t-test over their shared seeds (each seed: the same K shots and the same
-pretraining for every method) has p >= 0.05. Methods with a diverged seed are never bold nor marked: their mean
-leaves out their failures. The fidelity table also compares each method with `finetune` on the same seeds: wins
-and losses on the headline metric (a diverged seed loses) and the paired t-test's two-sided p-value. A missing
-metric is "n/a", a method whose every seed diverged "diverged": never a zero.
+t-interval when asked, every cell of a column to the same decimals. In the fidelity table the best mean of a
+column is in bold and a method that the comparison engine (`benchmark.comparison`: paired by seed, Holm over the
+column) does not find worse than the best carries a dagger; where the engine finds no method worse than the best,
+the column has neither. Methods with a diverged seed are never bold nor marked: their mean leaves out their
+failures. Diversity and memorisation columns mark nothing (their best is only meaningful among generators of
+comparable fidelity). The fidelity table ends with the engine's verdicts on the headline metric against finetune
+and against scratch: the paired difference with its 95% CI, the Holm-adjusted p and better / worse / equivalent /
+undetermined. A missing metric is "n/a", a method whose every seed diverged "diverged": never a zero.
 """
 
 from __future__ import annotations
 
+import math
 import re
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from benchmark.results import DIVERSITY, FIDELITY, HEADLINE, MetricColumn
+from benchmark.comparison import EQUIVALENT, UNDETERMINED, WORSE, ComparisonSettings, against, difference_text, mean_interval, seed_values
+from benchmark.results import BASELINE, DIVERSITY, FIDELITY, HEADLINE, NO_TRANSFER, MetricColumn
 
-BASELINE = "finetune"  # what the paired comparison is against: the plain transfer every method claims to improve on
 CONFIDENCE = 0.95
-ALPHA = 0.05  # level of the paired test that decides a tie with the best
-TIE_MARK = "\u2020"  # dagger: not told apart from the best (paired t-test on shared seeds)
+TIE_MARK = "\u2020"  # dagger: not shown worse than the best by the comparison engine
 GROUPS = {"fidelity": FIDELITY, "diversity": DIVERSITY}
+# Groups whose columns name a best method. Diversity and memorisation are not: noise is diverse and copies
+# nothing, so their best is only meaningful among generators of comparable fidelity, which a column cannot see.
+MARKED_GROUPS = ("fidelity",)
 ARROWS = {"lower": ("\u2193", r"$\downarrow$"), "higher": ("\u2191", r"$\uparrow$"), "~1": ("\u21921", r"$\to 1$")}
 
 
@@ -48,9 +51,7 @@ def seed_statistics(rows: pd.DataFrame) -> pd.DataFrame:
     grouped = rows.groupby(["method", "metric"], sort=True)
     table = grouped["value"].agg(mean="mean", std="std", n="count")
     table["n_diverged"] = grouped["diverged"].sum().astype(int)
-    half = stats.t.ppf(0.5 + CONFIDENCE / 2, np.maximum(table["n"] - 1, 1)) * table["std"] / np.sqrt(table["n"])
-    half = half.where(table["n"] >= 2)  # one seed: no interval
-    table["ci_low"], table["ci_high"] = table["mean"] - half, table["mean"] + half
+    table["ci_low"], table["ci_high"] = mean_interval(table["mean"], table["std"], table["n"], CONFIDENCE)
     return table.reset_index()
 
 
@@ -59,126 +60,81 @@ def diverged(rows: pd.DataFrame) -> pd.Series:
     return rows["status"].eq("diverged") if "status" in rows else pd.Series(False, index=rows.index)
 
 
-def _goodness(values: pd.Series, column: MetricColumn) -> pd.Series:
-    """Values turned so that higher is better (closeness to 1 for the `~1` metrics)."""
-    return {"lower": -values, "higher": values, "~1": -(values - 1).abs()}[column.better]
-
-
-def _per_seed(rows: pd.DataFrame, column: MetricColumn) -> pd.DataFrame:
-    """Seeds x methods of one metric's goodness (higher is better); a diverged seed is the worst possible (-inf)."""
-    own = rows[rows["metric"].eq(column.metric)]
-    goodness = _goodness(own["value"], column).where(~diverged(own), -np.inf)
-    return own.assign(goodness=goodness).pivot_table(index="seed", columns="method", values="goodness", aggfunc="first")
-
-
-def tied_by_paired_test(best: pd.Series, other: pd.Series, alpha: float = ALPHA) -> bool | None:
-    """Whether two methods' per-seed goodness is not told apart: the two-sided paired t-test over the seeds both
-    completed has p >= alpha (no spread in the differences: tied only when they are all 0). None with fewer than
-    two shared seeds, where no paired test exists."""
-    pair = pd.concat([best, other], axis=1).dropna()
-    pair = pair[np.isfinite(pair).all(axis=1)]
-    if len(pair) < 2:
-        return None
-    difference = pair.iloc[:, 0] - pair.iloc[:, 1]
-    if difference.std() == 0:
-        return bool((difference == 0).all())
-    return bool(paired_p_value(pair.iloc[:, 0], pair.iloc[:, 1]) >= alpha)
-
-
-def paired_p_value(first: pd.Series, second: pd.Series) -> float:
-    """The two-sided paired t-test's p-value (scipy's warning about nearly equal values silenced: p is then ~1)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Precision loss", category=RuntimeWarning)
-        return float(stats.ttest_rel(first, second).pvalue)
-
-
-def mark_best(statistics: pd.DataFrame, column: MetricColumn, rows: pd.DataFrame | None = None) -> pd.DataFrame:
+def mark_best(statistics: pd.DataFrame, column: MetricColumn, rows: pd.DataFrame, settings: ComparisonSettings) -> pd.DataFrame:
     """For one metric's rows: `best` (every method with the best mean, among methods without diverged seeds) and
-    `tied` (another such method that the seeds do not tell apart from the best: a paired t-test over their shared
-    seeds, p >= 0.05, given the per-seed `rows`; without two shared seeds, overlapping 95% intervals, or with one
-    seed an equal mean)."""
+    `tied` (another method that the comparison engine does not find worse than the best: equivalent or
+    undetermined, Holm over the column's comparisons). Where no method is found worse than the best, the column
+    singles out nobody: no bold and no daggers (a best mean that the seeds cannot tell from the rest is noise)."""
     own = statistics[statistics["metric"].eq(column.metric)].copy()
     own["best"], own["tied"] = False, False
     ranked = own[own["n_diverged"].eq(0) & own["mean"].notna()]
     if ranked.empty:
         return own
-    badness = -_goodness(ranked["mean"], column)
-    own.loc[badness.index[badness == badness.min()], "best"] = True
-    first = badness.idxmin()
-    per_seed = _per_seed(rows, column) if rows is not None else None
-    low, high = own.loc[first, ["ci_low", "ci_high"]]
-    for index in ranked.index[~own.loc[ranked.index, "best"]]:
-        other = own.loc[index]
-        tied = None
-        if per_seed is not None:
-            tied = tied_by_paired_test(per_seed[own.loc[first, "method"]], per_seed[other["method"]])
-        if tied is None:
-            if pd.isna(low) or pd.isna(other["ci_low"]):
-                tied = bool(other["mean"] == own.loc[first, "mean"])
-            else:
-                tied = bool(other["ci_low"] <= high and low <= other["ci_high"])
-        own.loc[index, "tied"] = tied
+    badness = {"lower": ranked["mean"], "higher": -ranked["mean"], "~1": (ranked["mean"] - 1).abs()}[column.better]
+    best_rows = badness.index[badness == badness.min()]
+    best_method = min(own.loc[best_rows, "method"])
+    family = against(seed_values(rows, column.metric), best_method, settings, column.better).set_index("method")
+    others = [index for index in own.index if index not in best_rows]
+    verdicts = {
+        index: family.loc[own.loc[index, "method"], "verdict"] if own.loc[index, "method"] in family.index else UNDETERMINED for index in others
+    }
+    if not any(verdict == WORSE for verdict in verdicts.values()):
+        return own  # every method tied with the best: nothing to single out
+    own.loc[best_rows, "best"] = True
+    for index, verdict in verdicts.items():
+        own.loc[index, "tied"] = index in ranked.index and verdict in (EQUIVALENT, UNDETERMINED)
     return own
 
 
-def paired_comparison(rows: pd.DataFrame, metric: MetricColumn, baseline: str = BASELINE) -> pd.DataFrame:
-    """Per method: wins and losses against `baseline` over the seeds both ran (a win: better on that seed; a
-    diverged seed loses to a completed one), and the two-sided paired t-test p-value over the seeds both
-    completed (None with fewer than 2 such pairs or no spread in the differences)."""
-    goodness = _per_seed(rows, metric)
-    out = []
-    if baseline not in goodness:
-        return pd.DataFrame(columns=["method", "wins", "losses", "pairs", "p_value"])
-    for method in goodness.columns:
-        if method == baseline:
-            continue
-        pair = goodness[[method, baseline]].dropna()
-        with np.errstate(invalid="ignore"):
-            difference = pair[method] - pair[baseline]  # -inf - -inf (both diverged) is NaN: neither a win nor a loss
-        wins, losses = int((difference > 0).sum()), int((difference < 0).sum())
-        completed = pair[np.isfinite(pair).all(axis=1)]
-        p_value = None
-        if len(completed) >= 2 and (completed[method] - completed[baseline]).std() > 0:
-            p_value = paired_p_value(completed[method], completed[baseline])
-        out.append({"method": method, "wins": wins, "losses": losses, "pairs": len(pair), "p_value": p_value})
-    return pd.DataFrame(out, columns=["method", "wins", "losses", "pairs", "p_value"])
-
-
-def _number(value: float) -> str:
-    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3g}"
+def versus_comparisons(rows: pd.DataFrame, settings: ComparisonSettings) -> dict[str, pd.DataFrame]:
+    """The pre-declared comparisons of the headline metric: every method against `BASELINE` (finetune) and against
+    `NO_TRANSFER` (scratch), each one family of the comparison engine; only those whose reference ran here."""
+    seeds = seed_values(rows, HEADLINE.metric)
+    out = {}
+    for versus in (BASELINE, NO_TRANSFER):
+        family = against(seeds, versus, settings)
+        if not family.empty:
+            out[versus] = family
+    return out
 
 
 def _seeds_text(n: int, n_diverged: int) -> str:
     return f"{n} + {n_diverged} diverged" if n_diverged else str(n)
 
 
-def _cell_text(row: pd.Series | None, column: MetricColumn, intervals: bool, plus_minus: str) -> str:
+def _cell_text(row: pd.Series | None, column: MetricColumn, intervals: bool, plus_minus: str, decimals: int) -> str:
     if row is None or (row["n"] == 0 and not row["n_diverged"]):
         return "n/a"
     if row["n"] == 0:
         return "diverged"
     scale = column.scale
-    mean = _number(row["mean"] * scale)
+
+    def number(value: float) -> str:
+        return f"{value * scale:.{decimals}f}"
+
     if pd.isna(row["std"]):
-        return mean
+        return number(row["mean"])
     if intervals:
-        return f"{mean} [{_number(row['ci_low'] * scale)}, {_number(row['ci_high'] * scale)}]"
-    return f"{mean} {plus_minus} {_number(row['std'] * scale)}"
+        return f"{number(row['mean'])} [{number(row['ci_low'])}, {number(row['ci_high'])}]"
+    return f"{number(row['mean'])} {plus_minus} {number(row['std'])}"
 
 
-def build_table(rows: pd.DataFrame, group: str, caption: str, name: str, intervals: bool = False, baseline: str = BASELINE) -> PaperTable | None:
-    """The table of one task, K and checkpoint for one metric group (`GROUPS`); None when no metric is present."""
+def build_table(rows: pd.DataFrame, group: str, caption: str, name: str, settings: ComparisonSettings, intervals: bool = False) -> PaperTable | None:
+    """The table of one task, K and checkpoint for one metric group (`GROUPS`); None when no metric is present.
+    The fidelity table ends with the engine's verdicts against finetune and scratch on the headline metric."""
     columns = [column for column in GROUPS[group] if rows["metric"].eq(column.metric).any()]
     if not columns:
         return None
     statistics = seed_statistics(rows)
-    marked = pd.concat([mark_best(statistics, column, rows) for column in columns])
+    if group in MARKED_GROUPS:
+        marked = pd.concat([mark_best(statistics, column, rows, settings) for column in columns])
+    else:
+        marked = statistics[statistics["metric"].isin([column.metric for column in columns])].assign(best=False, tied=False)
     methods = sorted(set(rows["method"]))
-    comparison = paired_comparison(rows, HEADLINE, baseline) if group == "fidelity" and HEADLINE in columns else None
-    if comparison is not None and comparison.empty:
-        comparison = None  # the baseline did not run here
+    comparisons = versus_comparisons(rows, settings) if group == "fidelity" and HEADLINE in columns else {}
     spaces = {column.metric: short_space(rows, column.metric) for column in columns}
     labels = {column.metric: (_label(column, True, spaces[column.metric]), _label(column, False, spaces[column.metric])) for column in columns}
+    decimals = {column.metric: column_decimals(marked.loc[marked["metric"].eq(column.metric), "mean"] * column.scale) for column in columns}
     md_cells, plain_cells, tex_cells, bold = [], [], [], []
     for method in methods:
         md_row, plain_row, tex_row, bold_row = {"method": method}, {}, {}, {}
@@ -188,8 +144,8 @@ def build_table(rows: pd.DataFrame, group: str, caption: str, name: str, interva
             row = found.iloc[0] if len(found) else None
             if row is not None:
                 seeds.add(_seeds_text(int(row["n"]), int(row["n_diverged"])))
-            text_md = _cell_text(row, column, intervals, "\u00b1")
-            text_tex = _cell_text(row, column, intervals, r"$\pm$")
+            text_md = _cell_text(row, column, intervals, "\u00b1", decimals[column.metric])
+            text_tex = _cell_text(row, column, intervals, r"$\pm$", decimals[column.metric])
             is_best, is_tied = row is not None and bool(row["best"]), row is not None and bool(row["tied"])
             md_label, tex_label = labels[column.metric]
             plain_row[md_label] = text_md + (TIE_MARK if is_tied else "")
@@ -198,19 +154,12 @@ def build_table(rows: pd.DataFrame, group: str, caption: str, name: str, interva
             bold_row[tex_label] = is_best
         md_row["n"] = plain_row["n"] = tex_row["n"] = "/".join(sorted(seeds, key=lambda text: int(text.split()[0]))) or "0"
         bold_row["n"] = False
-        if comparison is not None:
-            versus = comparison.set_index("method")
-            label = f"vs {baseline}: W/L, p"
-            if method == baseline:
-                text = "(baseline)"
-            elif method in versus.index:
-                entry = versus.loc[method]
-                p_text = "n/a" if pd.isna(entry["p_value"]) else f"{entry['p_value']:.2g}"
-                text = f"{int(entry['wins'])}/{int(entry['losses'])}, p {p_text}"
-            else:
-                text = "n/a"
-            tex_label = label.replace("_", r"\_")
-            md_row[label], plain_row[label], tex_row[tex_label], bold_row[tex_label] = text, text, text, False
+        for versus, family in comparisons.items():
+            label = f"vs {versus}: \u0394{HEADLINE.label.split()[0]} [95% CI], p_Holm"
+            found = family[family["method"].eq(method)]
+            text = "(reference)" if method == versus else difference_text(found.iloc[0], HEADLINE.scale) if len(found) else "n/a"
+            tex_label = latex_text(label.replace("\u0394", "delta "))
+            md_row[label], plain_row[label], tex_row[tex_label], bold_row[tex_label] = text, text, latex_text(text), False
         md_cells.append(md_row)
         plain_cells.append(plain_row)
         tex_cells.append(tex_row)
@@ -221,13 +170,23 @@ def build_table(rows: pd.DataFrame, group: str, caption: str, name: str, interva
     plain = pd.DataFrame(plain_cells, index=pd.Index(methods, name="method"))
     html_bold = bold_frame.set_axis(plain.columns, axis=1).replace({True: "font-weight: bold", False: ""})
     html = plain.style.set_uuid(name).apply(lambda _: html_bold, axis=None).to_html()  # a fixed id: reruns give the same page
-    numbers = marked.merge(comparison, on="method", how="left") if comparison is not None else marked
-    if comparison is not None:
-        headline_only = numbers["metric"].ne(HEADLINE.metric)
-        numbers.loc[headline_only, ["wins", "losses", "pairs", "p_value"]] = np.nan
+    numbers = marked
+    for versus, family in comparisons.items():
+        kept = family[["method", "difference", "ci_low", "ci_high", "design", "pairs", "p_value", "p_holm", "equivalence_p_holm", "tests", "verdict"]]
+        kept = kept.rename(columns={column: f"vs_{versus}_{column}" for column in kept.columns if column != "method"})
+        numbers = numbers.merge(kept.assign(metric=HEADLINE.metric), on=["method", "metric"], how="left")
     directions = {column.metric: column.better for column in columns}
     numbers = numbers.assign(direction=numbers["metric"].map(directions), table=name)
     return PaperTable(name, caption, numbers.reset_index(drop=True), markdown, latex, html)
+
+
+def column_decimals(values: pd.Series) -> int:
+    """Decimals that give a column's largest mean three significant figures (at most 6): every cell of the column
+    is then printed to the same precision."""
+    finite = values[np.isfinite(values.astype(float))].abs()
+    if finite.empty or finite.max() == 0:
+        return 2
+    return int(min(6, max(0, 2 - math.floor(math.log10(finite.max())))))
 
 
 def _label(column: MetricColumn, markdown: bool, space: str = "") -> str:
@@ -260,7 +219,7 @@ def _without_hash(name: str) -> str:
 
 LATEX_SPECIALS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", TIE_MARK: r"$^\dagger$", "\u00b1": r"$\pm$",
+    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}", TIE_MARK: r"$^\dagger$", "\u00b1": r"$\pm$",
 }  # fmt: skip
 
 
