@@ -241,7 +241,8 @@ def difference_text(row: pd.Series, scale: float = 1.0) -> str:
     low, high = row["ci_low"] * scale, row["ci_high"] * scale
     design = "" if row["design"] == PAIRED else f" ({row['design']})"
     failed = f", {int(row['diverged'])} diverged" if row["diverged"] else ""
-    return f"{_signed(row['difference'] * scale)} [{_signed(low)}, {_signed(high)}]{design}, p_Holm {p_text(row['p_holm'])}{failed}: {row['verdict']}"
+    tost = f", TOST p_Holm {p_text(row['equivalence_p_holm'])}" if row["verdict"] == EQUIVALENT else ""
+    return f"{_signed(row['difference'] * scale)} [{_signed(low)}, {_signed(high)}]{design}, p_Holm {p_text(row['p_holm'])}{tost}{failed}: {row['verdict']}"
 
 
 def p_text(p: float) -> str:

@@ -9,8 +9,11 @@ Regenerate the expected files after an intended change with GANBENCH_WRITE_GOLDE
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -526,3 +529,58 @@ def test_interval_cells():
     half = stats.t.ppf(0.975, 1) * np.std([1.0, 3.0], ddof=1) / np.sqrt(2)
     assert f"| 2.00 [{2 - half:.2f}, {2 + half:.2f}] " in table.markdown  # nothing found worse with 2 seeds: no bold
     assert "p_Holm" in table.markdown and "(reference)" in table.markdown
+
+
+def test_the_html_page_leads_with_the_verdicts_and_embeds_its_figures(rendered):
+    """The page opens with the navigation and the summary (the engine's verdicts against finetune and scratch per
+    task, then the adaptation curves), before the detailed tables; every summary image is a PNG inside the page."""
+    page = (rendered / "paper.html").read_text()
+    summary, tables = page.index('<section id="summary">'), page.index("<h2 id='tables'>")
+    assert page.index("<nav>") < summary < tables
+    block = page[summary:tables]
+    assert "against finetune" in block and "against scratch" in block and "xray_normal_to_pneumonia" in block
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', block)
+    assert len(images) == 2  # one adaptation-curve figure per task (this fixture has no sample panels)
+    for data in images:
+        picture = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert picture.format == "PNG" and picture.size[0] > 500
+
+
+BROWSER = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium (apt-get install chromium-headless-shell; .ci/run installs it)")
+def test_the_html_page_renders_in_a_browser_with_no_broken_image(rendered, tmp_path):
+    """Headless Chromium: a screenshot of the first screen is not blank, and a page that opens paper.html in a frame
+    finds every image decoded (naturalWidth > 0). The structure is checked without a browser above."""
+    shot = tmp_path / "first_screen.png"
+    common = [BROWSER, "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000", "--allow-file-access-from-files"]
+    result = subprocess.run(
+        [*common, "--window-size=1280,1000", f"--screenshot={shot}", (rendered / "paper.html").as_uri()], capture_output=True, timeout=120
+    )
+    assert shot.is_file(), result.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (1000, 1280) and pixels.std() > 20
+    assert _browser_image_check(common, rendered / "paper.html", tmp_path) == (2, 0, True)
+    # The probe can fail: one image's data spoilt, the browser counts it broken.
+    spoilt = tmp_path / "spoilt.html"
+    spoilt.write_text((rendered / "paper.html").read_text().replace("base64,iVBOR", "base64,XXXXX", 1))
+    assert _browser_image_check(common, spoilt, tmp_path) == (2, 1, True)
+
+
+def _browser_image_check(common: list[str], page: Path, folder: Path) -> tuple[int, int, bool]:
+    """Images in `page`, how many the browser could not decode, and whether the summary is there."""
+    probe = folder / f"probe_{page.stem}.html"
+    probe.write_text(
+        f"<html><body><iframe id='page' src='{page.as_uri()}' width='1280' height='800'></iframe><script>"
+        "document.getElementById('page').onload = function () {"
+        " const images = Array.from(this.contentDocument.images);"
+        " const broken = images.filter(image => !(image.complete && image.naturalWidth > 0)).length;"
+        " const summary = this.contentDocument.getElementById('summary') !== null;"
+        " document.body.insertAdjacentHTML('beforeend', `<p id='result'>images=${images.length} broken=${broken} summary=${summary}</p>`); };"
+        "</script></body></html>"
+    )
+    dom = subprocess.run([*common, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r"images=(\d+) broken=(\d+) summary=(\w+)", dom.stdout)
+    assert found, dom.stderr[-2000:]
+    return int(found.group(1)), int(found.group(2)), found.group(3) == "true"

@@ -18,6 +18,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from benchmark.comparison import mean_interval  # noqa: E402
+from benchmark.hparam_selection import DEFAULTS as DEFAULTS_RULE  # noqa: E402
 from benchmark.results import HEADLINE  # noqa: E402
 from benchmark.selection import CURVE, FINAL  # noqa: E402
 
@@ -55,15 +57,28 @@ def _scale_axes(axis, values: np.ndarray, steps: bool = False) -> None:
         axis.set_xlim(left=0)
 
 
-def _band(axis, x: np.ndarray, mean: np.ndarray, std: np.ndarray, colour, label: str) -> None:
-    axis.plot(x, mean, marker="o", markersize=3, color=colour, label=label)
-    spread = np.nan_to_num(std)
-    axis.fill_between(x, mean - spread, mean + spread, color=colour, alpha=0.15, linewidth=0)
+def mean_and_interval(values: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Per x: mean of y over seeds and its 95% t-interval (NaN with one seed), from the engine's `mean_interval`."""
+    stats = values.groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
+    stats["low"], stats["high"] = mean_interval(stats["mean"], stats["std"], stats["count"])
+    return stats
+
+
+def _interval_band(axis, stats: pd.DataFrame, scale: float, colour, label: str | None, emphasis: bool = True) -> None:
+    """A curve of means with its 95% interval band; drawn faint (no band, no marker) where not the emphasis."""
+    x, mean = stats.index.to_numpy(), stats["mean"].to_numpy() * scale
+    if not emphasis:
+        axis.plot(x, mean, color="0.75", linewidth=0.8, zorder=1)
+        return
+    axis.plot(x, mean, marker="o", markersize=2.5, color=colour, label=label, linewidth=1.5, zorder=3)
+    low, high = stats["low"].to_numpy() * scale, stats["high"].to_numpy() * scale
+    finite = np.isfinite(low) & np.isfinite(high)
+    axis.fill_between(x[finite], low[finite], high[finite], color=colour, alpha=0.2, linewidth=0, zorder=2)
 
 
 def metric_vs_shots(results: pd.DataFrame, checkpoint: str, rule: str) -> dict[str, Figure]:
-    """Per task with two or more K: the headline metric against K per method, mean over seeds with a +/- 1 std
-    band. None for a task with one K."""
+    """Per task with two or more K: the headline metric against K per method, mean over seeds with its 95%
+    t-interval band. None for a task with one K."""
     rows = results[results["checkpoint"].eq(checkpoint) & results["metric"].eq(HEADLINE.metric) & results["value"].notna()]
     colours = method_colours(sorted(set(results["method"])))
     figures = {}
@@ -72,15 +87,7 @@ def metric_vs_shots(results: pd.DataFrame, checkpoint: str, rule: str) -> dict[s
             continue  # one K is a column of dots, not a curve: the tables show it
         figure, axis = plt.subplots(figsize=(5.5, 3.6))
         for method, by_method in block.groupby("method", sort=True):
-            stats = by_method.groupby("shots")["value"].agg(["mean", "std", "count"]).sort_index()
-            _band(
-                axis,
-                stats.index.to_numpy(),
-                stats["mean"].to_numpy() * HEADLINE.scale,
-                stats["std"].to_numpy() * HEADLINE.scale,
-                colours[method],
-                method,
-            )
+            _interval_band(axis, mean_and_interval(by_method, "shots", "value"), HEADLINE.scale, colours[method], method)
         shots = sorted(set(block["shots"]))
         if len(shots) > 1 and shots[0] > 0:
             axis.set_xscale("log")
@@ -96,14 +103,59 @@ def metric_vs_shots(results: pd.DataFrame, checkpoint: str, rule: str) -> dict[s
 
 
 def adaptation_curves(results: pd.DataFrame, rule: str) -> dict[str, Figure]:
-    """Per task and K: validation KID against adaptation steps per method (mean, +/- 1 std band over seeds)."""
+    """Per task and K: validation KID against adaptation steps, one small panel per method (its mean over seeds and
+    95% t-interval band, in colour, over every other method's mean in grey), ticks at the evaluated steps."""
     rows = results[results["checkpoint"].eq(CURVE) & results["metric"].eq(HEADLINE.metric) & results["value"].notna()]
-    return _curves(rows, "checkpoint_step", "value", HEADLINE.scale, f"validation {HEADLINE.label} (lower is better)", "adaptation_curve", rule)
+    colours = method_colours(sorted(set(results["method"])))
+    chosen_on_curve = rule != DEFAULTS_RULE and "draw" in rows and rows["draw"].nunique() > 1
+    figures = {}
+    for (task, shots), block in rows.groupby(["task", "shots"], sort=True):
+        methods = sorted(set(block["method"]))
+        per_method = {method: mean_and_interval(block[block["method"].eq(method)], "checkpoint_step", "value") for method in methods}
+        steps = sorted({int(step) for step in block["checkpoint_step"]})
+        columns = min(5, len(methods))
+        lines = -(-len(methods) // columns)
+        figure, axes = plt.subplots(lines, columns, figsize=(2.3 * columns + 0.6, 2.0 * lines + 0.7), sharex=True, sharey=True, squeeze=False)
+        every_mean = np.concatenate([stats["mean"].to_numpy() for stats in per_method.values()]) * HEADLINE.scale
+        for axis, method in zip(axes.flat, methods, strict=False):
+            for other in methods:
+                if other != method:
+                    _interval_band(axis, per_method[other], HEADLINE.scale, None, None, emphasis=False)
+            _interval_band(axis, per_method[method], HEADLINE.scale, colours[method], method)
+            axis.set_title(method, fontsize=8, color=colours[method])
+            _step_axis(axis, steps, every_mean)
+        for axis in list(axes.flat)[len(methods) :]:
+            axis.set_visible(False)
+        for axis in axes[:, 0]:
+            axis.set_ylabel(f"validation {HEADLINE.label}\n(lower is better)", fontsize=7)
+        for axis in axes[-1, :]:
+            axis.set_xlabel("adaptation step", fontsize=7)
+        seeds = block.groupby("method")["seed"].nunique()
+        seed_text = str(seeds.min()) if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
+        drawn = "; each method at the draw chosen on this curve's validation scores" if chosen_on_curve else ""
+        figure.suptitle(f"{task}, K = {shots}: {rule}{drawn}. Mean over {seed_text} seeds, band: 95% t-interval of the mean", fontsize=8)
+        figure.tight_layout()
+        figures[f"adaptation_curve_{task}_k{shots}"] = figure
+    return figures
+
+
+def _step_axis(axis, steps: list[int], values: np.ndarray) -> None:
+    """Symlog steps with a tick at every evaluated step (labelled where they do not crowd), a log or symlog metric."""
+    _scale_axes(axis, values, steps=True)
+    axis.set_xticks(steps)
+    labelled, right = [], None
+    for step in reversed(steps):  # the last step labelled; another unless within 0.25 decades of the label to its right
+        crowded = right is not None and step > 10 and np.log10(right / step) < 0.25
+        labelled.append("" if crowded else str(step))
+        right = right if crowded else step
+    axis.set_xticklabels(labelled[::-1], fontsize=6)
+    axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axis.tick_params(axis="y", labelsize=6)
 
 
 def training_curves(training: pd.DataFrame, results: pd.DataFrame) -> dict[str, Figure]:
     """Per task and K, from the runs' training logs: the discriminator's and generator's losses and the validation
-    KID against the step, per method (mean over seeds, +/- 1 std band), each method at one draw: the one its
+    KID against the step, per method (mean over seeds, 95% t-interval band), each method at one draw: the one its
     adaptation curve reports."""
     # One draw per method: the adaptation curve's (the validation-selected checkpoint's choice in a sweep), else the final's.
     source = results[results["checkpoint"].eq(CURVE)] if results["checkpoint"].eq(CURVE).any() else results[results["checkpoint"].eq(FINAL)]
@@ -117,8 +169,7 @@ def training_curves(training: pd.DataFrame, results: pd.DataFrame) -> dict[str, 
         for axis, (quantity, label, scale) in zip(axes, quantities, strict=True):
             rows = block[block["quantity"].eq(quantity) & block["value"].notna()]
             for method, by_method in rows.groupby("method", sort=True):
-                stats = by_method.groupby("step")["value"].agg(["mean", "std"]).sort_index()
-                _band(axis, stats.index.to_numpy(), stats["mean"].to_numpy() * scale, stats["std"].to_numpy() * scale, colours[method], method)
+                _interval_band(axis, mean_and_interval(by_method, "step", "value"), scale, colours[method], method)
             if quantity == "kid_validation" and not rows.empty:
                 _scale_axes(axis, rows.groupby(["method", "step"])["value"].mean().to_numpy() * scale)
             axis.set_xlabel("adaptation step")
@@ -126,26 +177,9 @@ def training_curves(training: pd.DataFrame, results: pd.DataFrame) -> dict[str, 
             if rows.empty:
                 axis.text(0.5, 0.5, "not logged", ha="center", va="center", transform=axis.transAxes)
         axes[0].legend(fontsize=6, ncol=2, frameon=False)
-        figure.suptitle(f"{task}, K = {shots}: training logs, mean over {block['seed'].nunique()} seeds", fontsize=9)
+        figure.suptitle(f"{task}, K = {shots}: training logs, mean over {block['seed'].nunique()} seeds, band: 95% t-interval", fontsize=9)
         figure.tight_layout()
         figures[f"training_{task}_k{shots}"] = figure
-    return figures
-
-
-def _curves(rows: pd.DataFrame, x: str, y: str, scale: float, ylabel: str, prefix: str, rule: str) -> dict[str, Figure]:
-    colours = method_colours(sorted(set(rows["method"])))
-    figures = {}
-    for (task, shots), block in rows.groupby(["task", "shots"], sort=True):
-        figure, axis = plt.subplots(figsize=(5.5, 3.6))
-        for method, by_method in block.groupby("method", sort=True):
-            stats = by_method.groupby(x)[y].agg(["mean", "std"]).sort_index()
-            _band(axis, stats.index.to_numpy(), stats["mean"].to_numpy() * scale, stats["std"].to_numpy() * scale, colours[method], method)
-        _scale_axes(axis, block.groupby(["method", x])[y].mean().to_numpy() * scale, steps=True)
-        axis.set_xlabel("adaptation step")
-        axis.set_ylabel(ylabel)
-        axis.set_title(f"{task}, K = {shots}: {rule}; mean +/- std over {block['seed'].nunique()} seeds", fontsize=8)
-        axis.legend(fontsize=6, ncol=2, frameon=False)
-        figures[f"{prefix}_{task}_k{shots}"] = figure
     return figures
 
 
@@ -201,7 +235,7 @@ def _picture(rows: list[np.ndarray | None], labels: list[str], title: str) -> Fi
 
 def nearest_shot_panels(panels: dict[str, np.ndarray], results: pd.DataFrame) -> dict[str, Figure]:
     """Per task and K: for each method its `PANEL_PAIRS` samples closest to a training shot, each beside that
-    shot, labelled with the squared encoder-LPIPS distance; "copy" where it is below the run's memorisation threshold
+    shot, labelled with the squared encoder-LPIPS distance; "*" where it is below the run's memorisation threshold
     (the quantile of held-out real images' nearest-shot distances: what the memorised share counts)."""
     runs = panel_runs(panels, results)
     thresholds = _thresholds(results)
@@ -222,19 +256,31 @@ def nearest_shot_panels(panels: dict[str, np.ndarray], results: pd.DataFrame) ->
             threshold = thresholds.get((run["task"], run["shots"], run["method"], run["draw"], run["seed"]))
             width = samples.shape[-1] + 2
             for slot, i in enumerate(order):
-                flag = " copy" if threshold is not None and distance[i] < threshold else ""
+                flag = " *" if threshold is not None and distance[i] < threshold else ""
                 axis.text((3 * slot + 1) * width, -2, f"d\u00b2={distance[i]:.3f}{flag}", ha="center", va="bottom", fontsize=6)
-            label = run["method"] if threshold is None else f"{run['method']}\ncopy: d\u00b2 < {threshold:.3f}"
+            label = run["method"] if threshold is None else f"{run['method']}\n*: d\u00b2 < {threshold:.3f}"
             axis.set_yticks([samples.shape[-2] / 2], [label], fontsize=7)
             axis.set_xticks([])
             for side in axis.spines.values():
                 side.set_visible(False)
         figure.suptitle(
-            f"{task}, K = {shots}: each sample beside its nearest shot (encoder-LPIPS d; 'copy': below the memorisation threshold)", fontsize=8
+            f"{task}, K = {shots}: each sample beside its nearest shot (squared encoder-LPIPS d\u00b2). *: closer to its nearest shot than "
+            f"{1 - _calibration_quantile(results):.0%}\n"
+            "of held-out real images are to theirs (what the memorised share counts; a distance criterion, not a judgement that it copies)",
+            fontsize=8,
         )
         figure.tight_layout()
         figures[f"nearest_{task}_k{shots}"] = figure
     return figures
+
+
+def _calibration_quantile(results: pd.DataFrame) -> float:
+    """The held-out quantile the memorisation threshold sits at (the records' `calibration_quantile`; 0.05 if absent)."""
+    rows = results[results["metric"].eq("memorisation_share") & results["value"].notna()]
+    for details in rows.get("details", pd.Series(dtype=object)):
+        if isinstance(details, str) and "calibration_quantile" in details:
+            return float(json.loads(details)["calibration_quantile"])
+    return 0.05
 
 
 def _thresholds(results: pd.DataFrame) -> dict[tuple, float]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 from itertools import combinations
 
 import pandas as pd
@@ -70,6 +71,7 @@ def seeds_needed(standardised_effect: float, alpha: float, power: float) -> floa
     return float(high)
 
 
+@cache  # the same few seed counts for every pair of methods: each root search once
 def resolvable_effect(seeds: int, alpha: float, power: float) -> float:
     """The standardised effect a two-sided paired t-test over `seeds` pairs detects at `alpha` with `power`."""
     if seeds < 2:

@@ -11,12 +11,14 @@ Layout of the output folder:
 
 from __future__ import annotations
 
+import base64
 import html
 import logging
 import math
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +28,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.paper import aggregate, compare, figures, power
 from benchmark.paper.compare import compare_results
 from benchmark.paper.inputs import PaperInputs, checkpoints_present, read_results_folder
-from benchmark.paper.tables import GROUPS, PaperTable, build_table
+from benchmark.paper.tables import GROUPS, PaperTable, build_table, versus_comparisons
 from benchmark.results import BASELINE, HEADLINE, NO_TRANSFER
 from benchmark.selection import CURVE, ORACLE, SELECTED
 from benchmark.settings import PaperSettings
@@ -60,7 +62,8 @@ def render_paper(input_dir: Path, output_dir: Path, settings: PaperSettings, ref
 def _render_into(inputs: PaperInputs, folder: Path, settings: PaperSettings, reference: PaperInputs | None = None) -> list[Path]:
     results = inputs.results
     written: list[Path] = []
-    lines = _preamble(inputs, settings)
+    summary = summary_verdicts(results, settings)
+    lines = _preamble(inputs, settings) + _summary_lines(summary, settings)
     html_parts: list[str] = []
     tables: list[PaperTable] = []
     table_folder = folder / "tables"
@@ -105,7 +108,7 @@ def _render_into(inputs: PaperInputs, folder: Path, settings: PaperSettings, ref
     lines += ["## Figures", "", *[f"- `figures/{path.name}`" for path in sorted(written) if path.suffix == ".png"], ""]
     markdown = "\n".join(lines)
     written += _write(folder / "paper.md", markdown)
-    written += _write(folder / "paper.html", _html_page(markdown, html_parts))
+    written += _write(folder / "paper.html", _html_page(markdown, html_parts, _summary_html(summary, settings, figure_folder)))
     return written
 
 
@@ -342,12 +345,107 @@ def _docstring_paragraphs(doc: str | None) -> list[str]:
     return [line.strip() if not line.startswith("  ") else "  " + line.strip() for line in parts[-1].splitlines()] if len(parts) > 1 else []
 
 
-def _html_page(markdown: str, tables_html: list[str]) -> str:
-    """A standalone page: the tables as HTML, then the rest of the text as preformatted Markdown."""
+@dataclass(frozen=True)
+class TaskVerdicts:
+    """The summary's answer for one task and K: the engine's verdicts against finetune and scratch."""
+
+    task: str
+    kind: str
+    shots: int
+    checkpoint: str
+    families: dict[str, pd.DataFrame]  # versus -> the engine's family
+
+
+def summary_verdicts(results: pd.DataFrame, settings: PaperSettings) -> list[TaskVerdicts]:
+    """Per task and K (task kinds together), at the validation-selected checkpoint where there is one (else the
+    first present): the pre-declared comparisons of the headline metric, from the comparison engine."""
+    present = checkpoints_present(results)
+    checkpoint = SELECTED if SELECTED in present else present[0]
+    rows = results[results["checkpoint"].eq(checkpoint)]
+    out = []
+    for (kind, task, shots), block in rows.groupby(["task_kind", "task", "shots"], sort=True):
+        out.append(TaskVerdicts(task, kind, int(shots), checkpoint, versus_comparisons(block, settings.comparison())))
+    return out
+
+
+def _verdict_groups(family: pd.DataFrame) -> str:
+    """ "better: a, b; worse: c; equivalent: d; undetermined: e" with the verdicts that occur, in that order."""
+    parts = []
+    for verdict in VERDICTS:
+        methods = sorted(family.loc[family["verdict"].eq(verdict), "method"])
+        if methods:
+            parts.append(f"{verdict}: {', '.join(methods)}")
+    return "; ".join(parts) or "no comparison"
+
+
+def _summary_lines(summary: list[TaskVerdicts], settings: PaperSettings) -> list[str]:
+    lines = [
+        "## Summary: the verdicts against finetune and scratch",
+        "",
+        f"{HEADLINE.label} of every method against `{BASELINE}` (plain transfer) and against `{NO_TRANSFER}` (no transfer), "
+        f"paired by seed, Holm over each list, alpha = {settings.alpha:g}, equivalent within {settings.equivalence_margin:.0%}. "
+        "Differences and intervals: the fidelity tables.",
+        "",
+    ]
+    for entry in summary:
+        lines.append(f"- {entry.task} ({entry.kind}), K = {entry.shots}, {entry.checkpoint}:")
+        for versus, family in entry.families.items():
+            lines.append(f"  - against {versus} ({int(family['tests'].iloc[0])} tests): {_verdict_groups(family)}")
+    return [*lines, ""]
+
+
+def _embedded_image(path: Path, alt: str) -> str:
+    """An <img> whose PNG is in the page itself (a data URI): the page opens anywhere, the Snakemake report included."""
+    if not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+
+def _summary_html(summary: list[TaskVerdicts], settings: PaperSettings, figure_folder: Path) -> str:
+    """The page's first screen: per task family, each task's verdicts, its adaptation curves and sample grid."""
+    parts = [
+        '<section id="summary"><h2>Summary</h2>',
+        f"<p>{html.escape(HEADLINE.label)} of every method against <b>{BASELINE}</b> and <b>{NO_TRANSFER}</b>: the comparison engine's "
+        f"verdicts, paired by seed, Holm over each list, alpha = {settings.alpha:g}, equivalent within {settings.equivalence_margin:.0%}.</p>",
+    ]
+    versus_names = [BASELINE, NO_TRANSFER]
+    header = "".join(f"<th>against {html.escape(name)}</th>" for name in versus_names)
+    rows = []
+    for entry in sorted(summary, key=lambda entry: (entry.kind, entry.task, entry.shots)):
+        cells = "".join(
+            f"<td>{html.escape(_verdict_groups(entry.families[name])) if name in entry.families else 'n/a'}</td>" for name in versus_names
+        )
+        rows.append(
+            f"<tr><th>{html.escape(entry.task)} ({html.escape(entry.kind)}), K = {entry.shots}, {html.escape(entry.checkpoint)}</th>{cells}</tr>"
+        )
+    parts.append(f"<table class='verdicts'><tr><th>task</th>{header}</tr>{''.join(rows)}</table>")
+    for kind in sorted({entry.kind for entry in summary}):
+        parts.append(f"<h3>{html.escape(kind)}</h3><div class='figures'>")
+        for entry in (entry for entry in summary if entry.kind == kind):
+            parts += [
+                _embedded_image(figure_folder / f"{name}_{entry.task}_k{entry.shots}.png", f"{caption}: {entry.task}, K = {entry.shots}")
+                for name, caption in (("adaptation_curve", "adaptation curves"), ("samples", "samples"))
+            ]
+        parts.append("</div>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _html_page(markdown: str, tables_html: list[str], summary_html: str) -> str:
+    """A standalone page: a navigation list, the summary (verdicts and figures), the tables as HTML, then the rest of
+    the text as preformatted Markdown."""
     body = "\n".join(tables_html)
+    navigation = (
+        "<nav><ul><li><a href='#summary'>Summary</a></li><li><a href='#tables'>Tables</a></li>"
+        "<li><a href='#full-text'>Full text: statistics across tasks, power, figures</a></li></ul></nav>"
+    )
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Paper outputs</title>"
         "<style>body{font-family:sans-serif;max-width:1200px;margin:auto} table{border-collapse:collapse;font-size:12px}"
-        "td,th{border-bottom:1px solid #ccc;padding:2px 6px;text-align:right} pre{white-space:pre-wrap;font-size:12px}</style>"
-        f"</head><body><h1>Paper outputs</h1>{body}<h2>Full text</h2><pre>{html.escape(markdown)}</pre></body></html>"
+        "td,th{border-bottom:1px solid #ccc;padding:2px 6px;text-align:right} pre{white-space:pre-wrap;font-size:12px}"
+        " table.verdicts th,table.verdicts td{text-align:left} .figures{display:flex;flex-wrap:wrap;gap:8px}"
+        " figure{margin:0} figure img{max-width:100%;max-height:300px} figcaption{font-size:11px;color:#555}</style>"
+        f"</head><body><h1>Paper outputs</h1>{navigation}{summary_html}<h2 id='tables'>Tables</h2>{body}"
+        f"<h2 id='full-text'>Full text</h2><pre>{html.escape(markdown)}</pre></body></html>"
     )
