@@ -392,12 +392,12 @@ def test_a_folder_without_results_is_one_clear_error_and_leaves_nothing(tmp_path
 
 
 def test_reported_draws_follow_target_validation(tmp_path):
-    """With a sweep, each method's row is its target-validation draw, as in the results report."""
+    """With a sweep, each seed of each method is at its cross-fitted target-validation draw, as in the results report."""
     frame = pd.read_csv(FIXTURE / "results.csv")
     other = frame.assign(draw=1, value=frame["value"] * 2)  # draw 1: twice the KID everywhere (validation curve too)
     (tmp_path / "results.csv").write_text(pd.concat([frame.assign(draw=0), other]).to_csv(index=False))
     inputs = read_results_folder(tmp_path)
-    assert inputs.rule == "target validation" and set(inputs.results["draw"]) == {0}
+    assert inputs.rule == "target validation, cross-fitted" and set(inputs.results["draw"]) == {0}
     final = inputs.results[inputs.results["checkpoint"].eq("final") & inputs.results["metric"].eq("kid")]
     expected = frame[frame["checkpoint"].eq("final") & frame["metric"].eq("kid")]
     assert final.groupby(["task", "method"])["value"].mean().to_dict() == pytest.approx(

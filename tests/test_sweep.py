@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import re
@@ -16,7 +17,17 @@ from test_workflow import snakemake
 import benchmark.sweep
 from benchmark.config import load_config, validate_config
 from benchmark.errors import BenchmarkError
-from benchmark.hparam_selection import DEFAULTS, LEAVE_ONE_TASK_OUT, ORACLE_DRAW, TARGET_VALIDATION, select_draws
+from benchmark.hparam_selection import (
+    CELL,
+    DEFAULTS,
+    LEAVE_ONE_TASK_OUT,
+    ORACLE_DRAW,
+    TARGET_VALIDATION,
+    TARGET_VALIDATION_CROSS_FIT,
+    cross_fitted_draws,
+    expected_best_of_n,
+    select_draws,
+)
 from benchmark.methods import get_method
 from benchmark.plan import Plan, distinct_draws, method_hparams
 from benchmark.results import render_markdown
@@ -188,17 +199,17 @@ def test_the_sweep_report_names_every_rule_and_the_settings_chosen():
     frame = constructed_results()
     frame = pd.concat([frame, frame.assign(method="scratch", value=frame["value"] + 0.05)], ignore_index=True)
     report = render_markdown(frame, oracle_draws=True)
-    assert "Hyperparameters: each method at the draw that the *target validation* rule selects" in report
+    assert "Hyperparameters: *target validation, cross-fitted*: each seed of each method at the draw the target-validation rule" in report
     section = report.split("### A (few-shot), K = 5, checkpoint: final")[1].split("###")[0]
     header = section.strip().splitlines()[0]
-    assert all(rule in header for rule in (DEFAULTS, TARGET_VALIDATION, LEAVE_ONE_TASK_OUT, ORACLE_DRAW))
+    assert all(rule in header for rule in (DEFAULTS, TARGET_VALIDATION, TARGET_VALIDATION_CROSS_FIT, LEAVE_ONE_TASK_OUT, ORACLE_DRAW))
     row = next(line for line in section.splitlines() if line.startswith("| m |"))
-    assert row == "| m | d0: 10 +/- 0 (#1) | d1: 500.0 +/- 0 (#1) | d2: 400.0 +/- 0 (#1) | d0: 10 +/- 0 (#1) |"
+    assert row == "| m | d0: 10 +/- 0 (#1) | d1: 500.0 +/- 0 (#1) | d1: 500.0 +/- 0 (#1) | d2: 400.0 +/- 0 (#1) | d0: 10 +/- 0 (#1) |"
     assert '| m | target validation | 1 | `{"x": 1}` | A K=5 final; A K=5 validation-selected; D K=5 final; D K=5 validation-selected |' in report
     assert '| m | target validation | 2 | `{"x": 2}` | B K=5 final; B K=5 validation-selected; C K=5 final; C' in report
     # On A, scratch (0.05 worse on every draw) ranks second under every rule: the ranking never changes.
-    assert "Best method under each rule: defaults (draw 0): m; target validation: m; leave-one-task-out: m; oracle" in section
-    assert "Kendall's tau of each rule's ranking with the defaults' ranking (1: unchanged): target validation 1.00;" in section
+    assert "Lowest mean under each rule: defaults (draw 0): m; target validation: m; target validation, cross-fitted: m; leave-one" in section
+    assert "Kendall's tau of each rule's order of means with the defaults' (1: unchanged): target validation 1.00;" in section
     # The detailed tables show m at its target-validation draw (1 on A): reference KID 0.5 -> 500.
     detailed = report.split("\n## A (few-shot)\n")[1].split("\n## ")[0]
     assert "### Checkpoint: final, hyperparameters: target validation" in detailed
@@ -214,8 +225,8 @@ def test_the_report_shows_when_a_rule_changes_the_ranking():
     swap.loc[on_a, "value"] = swap.loc[on_a, "draw"].map({0: 0.02, 1: 0.0, 2: 0.42})
     frame = pd.concat([frame, swap, frame.assign(method="scratch", value=frame["value"] + 0.05)], ignore_index=True)
     section = render_markdown(frame).split("### A (few-shot), K = 5, checkpoint: final")[1].split("###")[0]
-    assert "Best method under each rule: defaults (draw 0): m; target validation: swap; leave-one-task-out: m." in section
-    assert "target validation 0.33; leave-one-task-out 1.00." in section  # swap and m trade places: 1 of 3 pairs flips
+    assert "Lowest mean under each rule: defaults (draw 0): m; target validation: swap; target validation, cross-fitted: swap; leave" in section
+    assert "target validation 0.33; target validation, cross-fitted 0.33; leave-one-task-out 1.00." in section  # 1 of 3 pairs flips
 
 
 def test_a_draw_with_a_diverged_seed_shows_as_diverged_not_as_the_other_seeds_mean():
@@ -223,7 +234,39 @@ def test_a_draw_with_a_diverged_seed_shows_as_diverged_not_as_the_other_seeds_me
     diverged = frame["task"].eq("A") & frame["draw"].eq(0) & frame["seed"].eq(1)
     frame.loc[diverged, "value"], frame.loc[diverged, "status"] = math.nan, "diverged"
     section = render_markdown(frame).split("### A (few-shot), K = 5, checkpoint: final")[1].split("###")[0]
-    assert next(line for line in section.splitlines() if line.startswith("| m |")).startswith("| m | d0: diverged | d1: 500.0")
+    assert next(line for line in section.splitlines() if line.startswith("| m |")).startswith("| m | d0: diverged | d1: 500.0 +/- 0 (#1) | d1: 500.0")
+
+
+def test_a_seed_reports_the_draw_the_other_seeds_chose():
+    """On A, seed 0's validation scores favour draw 1 and seed 1's favour draw 2: cross-fitted, seed 0 reports draw 2
+    and seed 1 draw 1, so no seed is scored at a draw it chose. The detailed table's mean is over those runs; an
+    in-sample choice (every seed at the draw the mean of both prefers) would report draw 1 on both seeds."""
+    frame = constructed_results()
+    curve = frame["checkpoint"].eq(CURVE) & frame["task"].eq("A") & frame["checkpoint_step"].eq(100) & frame["metric"].eq("kid")
+    frame.loc[curve & frame["seed"].eq(0), "value"] = frame.loc[curve & frame["seed"].eq(0), "draw"].map({0: 0.3, 1: 0.05, 2: 0.2})
+    frame.loc[curve & frame["seed"].eq(1), "value"] = frame.loc[curve & frame["seed"].eq(1), "draw"].map({0: 0.3, 1: 0.2, 2: 0.1})
+    picks = cross_fitted_draws(frame, FINAL, "kid").set_index(["task", "seed"])["draw"]
+    assert (picks[("A", 0)], picks[("A", 1)]) == (2, 1)
+    assert chosen(select_draws(frame, FINAL, "kid"))[("A", TARGET_VALIDATION)] == 1  # in-sample: mean 0.125 against 0.15
+    reference = frame["task"].eq("A") & frame["checkpoint"].eq(FINAL) & frame["metric"].eq("kid")
+    frame.loc[reference, "value"] = frame.loc[reference, "draw"].map({0: 0.01, 1: 0.50, 2: 0.40}) + frame.loc[reference, "seed"] * 0.02
+    detailed = render_markdown(frame).split("\n## A (few-shot)\n")[1].split("### Checkpoint: validation")[0]
+    # seed 0 at draw 2 (0.40), seed 1 at draw 1 (0.52): mean 460 +/- 85
+    assert re.search(r"\| 5 \| m \| 460\.0 \+/- 84\.9 \|", detailed), detailed
+    single = frame[frame["seed"].eq(0)]  # one seed: no other seed to choose on, so it chooses on itself
+    assert cross_fitted_draws(single, FINAL, "kid").set_index("task").loc["A", "draw"] == 1
+
+
+def test_expected_best_of_n_draws_is_the_expected_minimum():
+    """Scores 1, 2, 3: one draw expects their mean, 2; two draws (with replacement) 14/9, checked by enumerating every
+    pair; many draws approach the best, 1. One draw run: flat at its score."""
+    means = pd.DataFrame({"task": "t", "task_kind": "k", "shots": 5, "method": "a", "draw": [0, 1, 2], "mean": [2.0, 3.0, 1.0]})
+    means = pd.concat([means, pd.DataFrame({"task": "t", "task_kind": "k", "shots": 5, "method": "b", "draw": [0], "mean": [5.0]})])
+    table = expected_best_of_n(means, [1, 2, 30]).set_index(["method", "n"])["expected"]
+    enumerated = np.mean([min(x, y) for x, y in itertools.product([1.0, 2.0, 3.0], repeat=2)])
+    assert table[("a", 1)] == pytest.approx(2.0) and table[("a", 2)] == pytest.approx(enumerated) == pytest.approx(14 / 9)
+    assert table[("a", 30)] == pytest.approx(1.0, abs=1e-4) and table[("b", 1)] == table[("b", 30)] == 5.0
+    assert set(CELL) < set(expected_best_of_n(means, [1]).columns)
 
 
 def test_without_a_sweep_the_tables_name_the_defaults():

@@ -132,7 +132,7 @@ def adaptation_curves(results: pd.DataFrame, rule: str) -> dict[str, Figure]:
             axis.set_xlabel("adaptation step", fontsize=7)
         seeds = block.groupby("method")["seed"].nunique()
         seed_text = str(seeds.min()) if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
-        drawn = "; each method at the draw chosen on this curve's validation scores" if chosen_on_curve else ""
+        drawn = " (draws chosen on these curves' validation scores, each seed's on the other seeds)" if chosen_on_curve else ""
         figure.suptitle(f"{task}, K = {shots}: {rule}{drawn}. Mean over {seed_text} seeds, band: 95% t-interval of the mean", fontsize=8)
         figure.tight_layout()
         figures[f"adaptation_curve_{task}_k{shots}"] = figure
@@ -159,8 +159,8 @@ def training_curves(training: pd.DataFrame, results: pd.DataFrame) -> dict[str, 
     adaptation curve reports."""
     # One draw per method: the adaptation curve's (the validation-selected checkpoint's choice in a sweep), else the final's.
     source = results[results["checkpoint"].eq(CURVE)] if results["checkpoint"].eq(CURVE).any() else results[results["checkpoint"].eq(FINAL)]
-    reported = source[["task", "shots", "method", "draw"]].drop_duplicates()
-    training = training.merge(reported, on=["task", "shots", "method", "draw"], how="inner")
+    reported = source[["task", "shots", "method", "draw", "seed"]].drop_duplicates()  # cross-fitted: a draw per seed
+    training = training.merge(reported, on=["task", "shots", "method", "draw", "seed"], how="inner")
     figures = {}
     quantities = [("loss_d", "D loss", 1.0), ("loss_g", "G loss", 1.0), ("kid_validation", f"validation {HEADLINE.label}", HEADLINE.scale)]
     colours = method_colours(sorted(set(results["method"])))
@@ -184,10 +184,10 @@ def training_curves(training: pd.DataFrame, results: pd.DataFrame) -> dict[str, 
 
 
 def panel_runs(panels: dict[str, np.ndarray], results: pd.DataFrame) -> pd.DataFrame:
-    """The panel entries of the reported draws (each method's draw at the final checkpoint), first seed only."""
+    """The panel entries of the reported runs (each seed's draw at the final checkpoint), first seed only."""
     index = pd.DataFrame(json.loads(str(panels["index"]))["runs"])
-    reported = results[results["checkpoint"].eq(FINAL)][["task", "shots", "method", "draw"]].drop_duplicates()
-    index = index.merge(reported, on=["task", "shots", "method", "draw"], how="inner")
+    reported = results[results["checkpoint"].eq(FINAL)][["task", "shots", "method", "draw", "seed"]].drop_duplicates()
+    index = index.merge(reported, on=["task", "shots", "method", "draw", "seed"], how="inner")
     first_seed = index.groupby(["task", "shots"])["seed"].transform("min")
     return index[index["seed"].eq(first_seed)].sort_values(["task", "shots", "method"]).reset_index(drop=True)
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark.errors import BenchmarkError
-from benchmark.hparam_selection import CELL, DEFAULTS, TARGET_VALIDATION, select_draws
-from benchmark.results import HEADLINE, at_selected_draws
+from benchmark.hparam_selection import CELL, DEFAULTS, TARGET_VALIDATION_CROSS_FIT
+from benchmark.results import at_cross_fitted_draws
 from benchmark.selection import CHECKPOINTS, CURVE
 
 RESULTS_NAME, TRAINING_NAME, PANELS_NAME = "results.csv", "training.csv", "panels.npz"
@@ -26,7 +26,7 @@ class PaperInputs:
     """The results at the hyperparameter draws the paper reports (`rule`), with what else the folder holds."""
 
     results: pd.DataFrame  # every checkpoint (and the adaptation curve) at the reported draws
-    rule: str  # how each method's draw was chosen: DEFAULTS without a sweep, else TARGET_VALIDATION
+    rule: str  # how each run's draw was chosen: DEFAULTS without a sweep, else TARGET_VALIDATION_CROSS_FIT
     training: pd.DataFrame | None  # tidy training logs, or None when the folder has none
     panels: dict[str, np.ndarray] | None  # arrays of `benchmark.stages.panels`, or None
     folder: Path
@@ -74,23 +74,20 @@ def read_results_folder(folder: Path) -> PaperInputs:
 
 
 def at_reported_draws(results: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """Without a sweep, every run is draw 0 (the defaults). With one, each method at the draw the *target
-    validation* rule selects per checkpoint (as in the results report; never an oracle's draw). A method with no
-    selectable draw (every draw had a diverged seed) is shown at draw 0, where its failures show as such."""
+    """Without a sweep, every run is draw 0 (the defaults). With one, each seed of each method at the draw the
+    target-validation rule selects per checkpoint on the other seeds (cross-fitted, as in the results report; never
+    an oracle's draw). A seed with no selectable draw (every draw had a diverged seed elsewhere) is shown at draw 0,
+    where its failures show as such."""
     results = results.assign(draw=results["draw"].fillna(0).astype(int) if "draw" in results else 0)
     if results["draw"].nunique() <= 1:
         only = int(results["draw"].iloc[0])
         return results, DEFAULTS if only == 0 else f"draw {only} (the only draw in these results)"
-    selections = {checkpoint: select_draws(results, checkpoint, HEADLINE.metric) for checkpoint in CHECKPOINTS}
-    chosen = at_selected_draws(results, selections, TARGET_VALIDATION)
-    unselected = (
-        results[["task", "shots", "method", "checkpoint"]]
-        .drop_duplicates()
-        .merge(chosen[["task", "shots", "method", "checkpoint"]].drop_duplicates(), how="left", indicator=True)
-    )
+    chosen = at_cross_fitted_draws(results)
+    keys = ["task", "shots", "method", "checkpoint", "seed"]
+    unselected = results[keys].drop_duplicates().merge(chosen[keys].drop_duplicates(), how="left", indicator=True)
     unselected = unselected[unselected["_merge"].eq("left_only")].drop(columns="_merge")
-    fallback = results[results["draw"].eq(0)].merge(unselected, on=["task", "shots", "method", "checkpoint"], how="inner")
-    return pd.concat([chosen, fallback], ignore_index=True), TARGET_VALIDATION
+    fallback = results[results["draw"].eq(0)].merge(unselected, on=keys, how="inner")
+    return pd.concat([chosen, fallback], ignore_index=True), TARGET_VALIDATION_CROSS_FIT
 
 
 def checkpoints_present(results: pd.DataFrame) -> list[str]:
