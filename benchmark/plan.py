@@ -233,16 +233,18 @@ class Plan:
         return EvaluateSettings(self.config["evaluation"], self.config["device"])
 
     def panel_runs(self) -> list[AdaptationRun]:
-        """The runs whose samples the paper's sample grids and nearest-shot panels show: every run of the first seed."""
-        first = self.config["seeds"][0]
-        return [run for run in self.runs if run.seed == first]
+        """The runs whose samples the paper's figures show: every run (the sample grids show the first seed's; the
+        nearest-shot panels the closest of all scored samples over every seed)."""
+        return list(self.runs)
 
     def panel_inputs(self) -> dict[str, dict[str, str]]:
         """Per task, its split manifest and the target dataset it indexes (`manifest`, `dataset`)."""
         return {task: {"manifest": layout.TASK_SPLIT.fill(task=task), "dataset": self.task_dataset(task)} for task in self.config["tasks"]}
 
     def panels(self) -> PanelSettings:
-        return PanelSettings(self.config["paper"]["samples"], self.config["evaluation"]["seed"], self.config["device"])
+        return PanelSettings(
+            self.config["paper"]["samples"], self.config["evaluation"]["seed"], self.config["device"], self.config["evaluation"]["num_generated"]
+        )
 
     def paper(self) -> PaperSettings:
         return PaperSettings.from_dict(self.config["paper"])

@@ -217,9 +217,10 @@ class EvaluateSettings(StageSettings):
 
 @dataclass(frozen=True)
 class PanelSettings(StageSettings):
-    samples: int  # generated images per run (`paper.samples`)
+    samples: int  # generated images per run for the sample grids (`paper.samples`)
     noise_seed: int  # the latent codes' seed: the evaluation's, so panels show the first images that were scored
     device: str
+    scored: int  # images the evaluation scores per run (`evaluation.num_generated`): the nearest-shot panels' candidates
 
 
 @dataclass(frozen=True)

@@ -296,3 +296,22 @@ def test_dead_activations_embed_as_zeros_not_nan(embedding, digit_sets):
             parameter.zero_()
     vectors = dead(digit_sets[0].shots[:2])
     assert torch.equal(vectors, torch.zeros_like(vectors))
+
+
+def test_the_memorisation_threshold_carries_its_own_uncertainty():
+    """The threshold is a quantile of the held-out distances, so the share has an interval from resampling them: it
+    contains the share, narrows with more held-out images, and collapses to a point when every held-out distance is
+    equal. A version that resampled the generated samples instead would not narrow with the held-out count."""
+    generator = torch.Generator().manual_seed(1)
+    fake = nearest(torch.rand(400, generator=generator).tolist(), [9.0] * 400)
+    few = nearest(torch.rand(50, generator=generator).tolist(), [9.0] * 50)
+    many = nearest(torch.rand(2000, generator=generator).tolist(), [9.0] * 2000)
+    narrow, wide = (memorisation(fake, heldout, 1, 0.1, 0.5)[0] for heldout in (many, few))
+    for record in (narrow, wide):
+        low, high = record["value_interval_threshold"]
+        assert low <= record["value"] <= high and record["threshold_interval"][0] <= record["threshold"] <= record["threshold_interval"][1]
+    width = lambda record: record["value_interval_threshold"][1] - record["value_interval_threshold"][0]  # noqa: E731
+    assert width(narrow) < width(wide) / 2
+    flat = memorisation(fake, nearest([0.5] * 30, [9.0] * 30), 1, 0.1, 0.5)[0]
+    assert flat["value_interval_threshold"][0] == flat["value_interval_threshold"][1] == flat["value"]
+    assert memorisation(fake, few, 1, 0.1, 0.5)[0] == wide  # seeded: the same inputs give the same interval

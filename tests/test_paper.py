@@ -584,3 +584,17 @@ def _browser_image_check(common: list[str], page: Path, folder: Path) -> tuple[i
     found = re.search(r"images=(\d+) broken=(\d+) summary=(\w+)", dom.stdout)
     assert found, dom.stderr[-2000:]
     return int(found.group(1)), int(found.group(2)), found.group(3) == "true"
+
+
+def test_the_memorised_share_shows_its_thresholds_range():
+    """Records that carry the share's range over the threshold's bootstrap show it beside the cell (mean over seeds);
+    records without it (before issue 26) show the plain cell."""
+    details = [json.dumps({"value_interval_threshold": [0.10, 0.30]}), json.dumps({"value_interval_threshold": [0.20, 0.40]})]
+    rows = pd.DataFrame(
+        [{"method": "a", "metric": "memorisation_share", "seed": s, "value": v, "status": "completed", "details": d}
+         for s, (v, d) in enumerate(zip([0.2, 0.3], details, strict=True))]
+        + [{"method": "b", "metric": "memorisation_share", "seed": s, "value": 0.1, "status": "completed", "details": "{}"} for s in range(2)]
+    )  # fmt: skip
+    table = build_table(rows, "diversity", "caption", "name", COMPARISON)
+    assert "| 0.250 ± 0.071 (0.150-0.350) " in table.markdown
+    assert "| 0.100 ± 0.000 " in table.markdown and "0.100 ± 0.000 (" not in table.markdown

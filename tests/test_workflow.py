@@ -149,6 +149,11 @@ def _check_paper_outputs(workdir: Path, config_path: Path, config: dict) -> None
     generator = models_from_checkpoint(state, "checkpoint", arch, "cpu", get_method(run.method)().build_models).generator
     scored_first = generate(generator, config["evaluation"]["num_generated"], config["evaluation"]["seed"], torch.device("cpu"))
     assert np.array_equal(panels[entry["samples_array"]], scored_first[: index["samples"]])  # the same latent codes
+    # The nearest-shot panels' candidates: the closest of every scored sample (the grid's few are among them).
+    closest = panels[entry["closest_distance_array"]]
+    assert entry["closest_of"] == config["evaluation"]["num_generated"] and np.all(np.diff(closest) >= 0)
+    assert closest[0] <= panels[entry["distance_array"]].min() and len(closest) == min(8, entry["closest_of"])
+    assert {run.seed for run in plan.panel_runs()} == set(config["seeds"])  # every seed's runs, not the first's only
 
     markdown = (paper / "paper.md").read_text()
     shutil.rmtree(paper)

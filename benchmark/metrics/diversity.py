@@ -60,13 +60,35 @@ def intra_cluster_diversity(fake: torch.Tensor, nearest: NearestShots, num_shots
     }
 
 
+THRESHOLD_RESAMPLES = 1000  # bootstrap resamples of the held-out set behind the memorisation threshold
+
+
+def threshold_uncertainty(fake: torch.Tensor, heldout: torch.Tensor, calibration_quantile: float) -> dict[str, Any]:
+    """How much the memorised share owes to the held-out images that set its threshold: the threshold recomputed on
+    `THRESHOLD_RESAMPLES` bootstrap resamples of the held-out distances (a fixed seed: the same run gives the same
+    interval), and the share of `fake` below each. 95% percentile intervals of both."""
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.randint(0, len(heldout), (THRESHOLD_RESAMPLES, len(heldout)), generator=generator)
+    thresholds = torch.quantile(heldout.double()[draws], calibration_quantile, dim=1)
+    below = torch.searchsorted(torch.sort(fake.double()).values, thresholds, side="left")  # strictly below each threshold
+    shares = below.double() / len(fake)
+    bounds = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    return {
+        "threshold_interval": torch.quantile(thresholds, bounds).tolist(),
+        "value_interval_threshold": torch.quantile(shares, bounds).tolist(),
+        "threshold_resamples": THRESHOLD_RESAMPLES,
+    }
+
+
 def memorisation(
     fake: NearestShots, heldout: NearestShots, num_shots: int, calibration_quantile: float, ratio_threshold: float
 ) -> list[dict[str, Any]]:
     """Two per-run memorisation scores, each with the same score of held-out real images beside it.
 
     - share of generated samples closer to their nearest shot than the `calibration_quantile` of held-out real
-      images' nearest-shot distances (held-out real scores about the quantile; exact copies score 1);
+      images' nearest-shot distances (held-out real scores about the quantile; exact copies score 1), with the
+      share's 95% interval over bootstrap resamples of the held-out set (`threshold_uncertainty`): the threshold
+      is itself an estimate from a few hundred images;
     - share passing the nearest-neighbour ratio test d1 / d2 < `ratio_threshold` (Euclidean distances in the
       embedding): much closer to one shot than to any other. Needs K >= 2.
     """
@@ -79,6 +101,7 @@ def memorisation(
             "calibration_quantile": calibration_quantile,
             "heldout_value": float((heldout.first < threshold).double().mean()),
             "n_heldout": len(heldout),
+            **threshold_uncertainty(fake.first, heldout.first, calibration_quantile),
         }
     ]
     if num_shots >= 2:

@@ -183,11 +183,16 @@ def training_curves(training: pd.DataFrame, results: pd.DataFrame) -> dict[str, 
     return figures
 
 
-def panel_runs(panels: dict[str, np.ndarray], results: pd.DataFrame) -> pd.DataFrame:
-    """The panel entries of the reported runs (each seed's draw at the final checkpoint), first seed only."""
+def reported_panel_entries(panels: dict[str, np.ndarray], results: pd.DataFrame) -> pd.DataFrame:
+    """The panel entries of the reported runs (each seed at its reported draw of the final checkpoint)."""
     index = pd.DataFrame(json.loads(str(panels["index"]))["runs"])
     reported = results[results["checkpoint"].eq(FINAL)][["task", "shots", "method", "draw", "seed"]].drop_duplicates()
-    index = index.merge(reported, on=["task", "shots", "method", "draw", "seed"], how="inner")
+    return index.merge(reported, on=["task", "shots", "method", "draw", "seed"], how="inner")
+
+
+def panel_runs(panels: dict[str, np.ndarray], results: pd.DataFrame) -> pd.DataFrame:
+    """The panel entries of the reported runs of the first seed: what the sample grids show."""
+    index = reported_panel_entries(panels, results)
     first_seed = index.groupby(["task", "shots"])["seed"].transform("min")
     return index[index["seed"].eq(first_seed)].sort_values(["task", "shots", "method"]).reset_index(drop=True)
 
@@ -233,40 +238,59 @@ def _picture(rows: list[np.ndarray | None], labels: list[str], title: str) -> Fi
     return figure
 
 
+def _closest_candidates(panels: dict[str, np.ndarray], run: pd.Series, threshold: float | None) -> list[tuple]:
+    """(distance, sample, its nearest shot, threshold, seed) of a run's candidates: the closest of all its scored
+    samples where the panels file keeps them, else the grid's few samples (files written before issue 26)."""
+    real = panels[run["shots_array"]]
+    kind = "closest_" if isinstance(run.get("closest_samples_array"), str) else ""
+    samples, nearest, distance = (panels[run[f"{kind}{name}_array"]] for name in ("samples", "nearest", "distance"))
+    return [(float(distance[i]), samples[i], real[nearest[i]], threshold, int(run["seed"])) for i in range(len(samples))]
+
+
 def nearest_shot_panels(panels: dict[str, np.ndarray], results: pd.DataFrame) -> dict[str, Figure]:
-    """Per task and K: for each method its `PANEL_PAIRS` samples closest to a training shot, each beside that
-    shot, labelled with the squared encoder-LPIPS distance; "*" where it is below the run's memorisation threshold
-    (the quantile of held-out real images' nearest-shot distances: what the memorised share counts)."""
-    runs = panel_runs(panels, results)
+    """Per task and K: for each method its `PANEL_PAIRS` generated samples closest to a training shot, over every
+    sample the evaluation scored on every seed (the panels file keeps each run's closest), each beside that shot
+    (from its own seed's shots), labelled with the squared encoder-LPIPS distance and the seed; "*" where it is
+    below its run's memorisation threshold (the quantile of held-out real images' nearest-shot distances: what the
+    memorised share counts)."""
+    entries = reported_panel_entries(panels, results)
     thresholds = _thresholds(results)
     figures = {}
-    for (task, shots), block in runs.groupby(["task", "shots"], sort=True):
-        real = panels[block["shots_array"].iloc[0]]
+    for (task, shots), block in entries.groupby(["task", "shots"], sort=True):
         block = block[block["status"].ne("diverged")]
         if block.empty:
             continue
-        figure, axes = plt.subplots(len(block), 1, figsize=(2 * PANEL_PAIRS + 1.5, 0.95 * len(block) + 0.4), squeeze=False)
-        for axis, (_, run) in zip(axes[:, 0], block.iterrows(), strict=True):
-            samples, nearest, distance = panels[run["samples_array"]], panels[run["nearest_array"]], panels[run["distance_array"]]
-            order = np.argsort(distance, kind="stable")[:PANEL_PAIRS]
+        methods = sorted(set(block["method"]))
+        pooled = "closest_samples_array" in block and block["closest_samples_array"].map(lambda name: isinstance(name, str)).all()
+        figure, axes = plt.subplots(len(methods), 1, figsize=(2 * PANEL_PAIRS + 1.5, 0.95 * len(methods) + 0.6), squeeze=False)
+        for axis, method in zip(axes[:, 0], methods, strict=True):
+            candidates = []
+            for _, run in block[block["method"].eq(method)].iterrows():
+                threshold = thresholds.get((run["task"], run["shots"], run["method"], run["draw"], run["seed"]))
+                candidates += _closest_candidates(panels, run, threshold)
+            chosen = sorted(candidates, key=lambda candidate: candidate[0])[:PANEL_PAIRS]
             pairs = []
-            for i in order:
-                pairs += [samples[i], real[nearest[i]], np.full_like(samples[i], 255)]
+            for _, sample, shot, _, _ in chosen:
+                pairs += [sample, shot, np.full_like(sample, 255)]
             axis.imshow(_mosaic([np.stack(pairs)], len(pairs)), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            threshold = thresholds.get((run["task"], run["shots"], run["method"], run["draw"], run["seed"]))
-            width = samples.shape[-1] + 2
-            for slot, i in enumerate(order):
-                flag = " *" if threshold is not None and distance[i] < threshold else ""
-                axis.text((3 * slot + 1) * width, -2, f"d\u00b2={distance[i]:.3f}{flag}", ha="center", va="bottom", fontsize=6)
-            label = run["method"] if threshold is None else f"{run['method']}\n*: d\u00b2 < {threshold:.3f}"
-            axis.set_yticks([samples.shape[-2] / 2], [label], fontsize=7)
+            width = chosen[0][1].shape[-1] + 2
+            for slot, (distance, _, _, threshold, seed) in enumerate(chosen):
+                flag = " *" if threshold is not None and distance < threshold else ""
+                axis.text((3 * slot + 1) * width, -2, f"d\u00b2={distance:.3f}{flag} (s{seed})", ha="center", va="bottom", fontsize=6)
+            axis.set_yticks([chosen[0][1].shape[-2] / 2], [method], fontsize=7)
             axis.set_xticks([])
             for side in axis.spines.values():
                 side.set_visible(False)
+        seeds = block["seed"].nunique()
+        scope = (
+            f"the closest of all {int(block['closest_of'].max())} scored samples of each of {seeds} seeds"
+            if pooled
+            else f"the closest of the first seed's {len(panels[block['samples_array'].iloc[0]])} panel samples"
+        )
         figure.suptitle(
-            f"{task}, K = {shots}: each sample beside its nearest shot (squared encoder-LPIPS d\u00b2). *: closer to its nearest shot than "
-            f"{1 - _calibration_quantile(results):.0%}\n"
-            "of held-out real images are to theirs (what the memorised share counts; a distance criterion, not a judgement that it copies)",
+            f"{task}, K = {shots}: {scope}, each beside its nearest shot (squared encoder-LPIPS d\u00b2; sN: seed). *: closer to its "
+            f"nearest shot than {1 - _calibration_quantile(results):.0%}\nof held-out real images are to theirs (what the memorised "
+            "share counts; a distance criterion, not a judgement that it copies)",
             fontsize=8,
         )
         figure.tight_layout()

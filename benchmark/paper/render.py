@@ -115,7 +115,8 @@ def _render_into(inputs: PaperInputs, folder: Path, settings: PaperSettings, ref
 MARKS_TEXT = {
     "fidelity": "bold: the best mean, \u2020: not found worse than it by the comparison engine (paired by seed, Holm over the "
     "column; neither where no method is found worse)",
-    "diversity": "no best marked (diversity and memorisation rank only among generators of comparable fidelity)",
+    "diversity": "no best marked (diversity and memorisation rank only among generators of comparable fidelity); memorised share "
+    "(a-b): its range over its threshold's 95% bootstrap interval, where recorded",
 }
 
 

@@ -9,11 +9,14 @@ the column has neither. Methods with a diverged seed are never bold nor marked: 
 failures. Diversity and memorisation columns mark nothing (their best is only meaningful among generators of
 comparable fidelity). The fidelity table ends with the engine's verdicts on the headline metric against finetune
 and against scratch: the paired difference with its 95% CI, the Holm-adjusted p and better / worse / equivalent /
-undetermined. A missing metric is "n/a", a method whose every seed diverged "diverged": never a zero.
+undetermined. The memorised share carries, in parentheses, its range over the 95% bootstrap interval of its own
+threshold (the held-out images that set it resampled; mean over seeds) where the records hold it. A missing metric
+is "n/a", a method whose every seed diverged "diverged": never a zero.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -52,7 +55,19 @@ def seed_statistics(rows: pd.DataFrame) -> pd.DataFrame:
     table = grouped["value"].agg(mean="mean", std="std", n="count")
     table["n_diverged"] = grouped["diverged"].sum().astype(int)
     table["ci_low"], table["ci_high"] = mean_interval(table["mean"], table["std"], table["n"], CONFIDENCE)
+    # The memorised share's range over its threshold's bootstrap (records since issue 26), averaged over seeds.
+    bounds = rows["details"].map(_threshold_range) if "details" in rows else pd.Series(None, index=rows.index, dtype=object)
+    low, high = (bounds.map(lambda b, side=side: b[side] if isinstance(b, tuple) else np.nan) for side in (0, 1))
+    ranges = rows.assign(threshold_low=low.astype(float), threshold_high=high.astype(float))
+    table[["threshold_low", "threshold_high"]] = ranges.groupby(["method", "metric"], sort=True)[["threshold_low", "threshold_high"]].mean()
     return table.reset_index()
+
+
+def _threshold_range(details: object) -> tuple[float, float] | None:
+    if not isinstance(details, str) or "value_interval_threshold" not in details:
+        return None
+    low, high = json.loads(details)["value_interval_threshold"]
+    return float(low), float(high)
 
 
 def diverged(rows: pd.DataFrame) -> pd.Series:
@@ -114,9 +129,10 @@ def _cell_text(row: pd.Series | None, column: MetricColumn, intervals: bool, plu
 
     if pd.isna(row["std"]):
         return number(row["mean"])
+    threshold = f" ({number(row['threshold_low'])}-{number(row['threshold_high'])})" if pd.notna(row.get("threshold_low")) else ""
     if intervals:
-        return f"{number(row['mean'])} [{number(row['ci_low'])}, {number(row['ci_high'])}]"
-    return f"{number(row['mean'])} {plus_minus} {number(row['std'])}"
+        return f"{number(row['mean'])} [{number(row['ci_low'])}, {number(row['ci_high'])}]{threshold}"
+    return f"{number(row['mean'])} {plus_minus} {number(row['std'])}{threshold}"
 
 
 def build_table(rows: pd.DataFrame, group: str, caption: str, name: str, settings: ComparisonSettings, intervals: bool = False) -> PaperTable | None:

@@ -2,8 +2,10 @@
 under the memorisation metric's distance (encoder-LPIPS), for the sample grids and nearest-shot figures.
 
 It generates (no training, no scoring): `samples` images per run from the latent codes the evaluation scores
-first (the evaluation's noise seed), so every method's images come from the same codes. Written to one npz,
-without pickled objects: `index` is a JSON text listing each run with the names of its arrays.
+first (the evaluation's noise seed), so every method's images come from the same codes; and every image the
+evaluation scored (`scored`, the same codes), of which it keeps the `CLOSEST` nearest to a shot with their
+distances: the nearest-shot panels pick the closest of all scored samples over a method's seeds. Written to one
+npz, without pickled objects: `index` is a JSON text listing each run with the names of its arrays.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from benchmark.training import NonFiniteSamples, generate
 
 log = logging.getLogger(__name__)
 
+CLOSEST = 8  # per run, the scored samples nearest to a shot that are kept for the nearest-shot panels
+
 
 def panels(settings: PanelSettings, run_dirs: list[Path], manifests: dict[str, Path], datasets: dict[str, Path], encoder: Path, output: Path) -> None:
     """`manifests` and `datasets`: per task name, its split manifest and the target dataset it indexes."""
@@ -56,15 +60,24 @@ def panels(settings: PanelSettings, run_dirs: list[Path], manifests: dict[str, P
         if shots_key not in arrays:
             arrays[shots_key] = target.images[run_config["shot_indices"]]
         entry["shots_array"] = shots_key
-        images = None if entry["status"] == "diverged" else _generate(run_config, folder, settings, device)
-        if images is None:
+        generated = None if entry["status"] == "diverged" else _generate(run_config, folder, settings, device)
+        if generated is None:
             entry["status"] = "diverged"
         else:
-            nearest = NearestShots.of(perceptual.chunks(images), perceptual(arrays[shots_key]))
+            images, scored = generated
+            shot_embeddings = perceptual(arrays[shots_key])
+            nearest = NearestShots.of(perceptual.chunks(images), shot_embeddings)
             entry |= {"samples_array": f"samples_{number}", "nearest_array": f"nearest_{number}", "distance_array": f"distance_{number}"}
             arrays[entry["samples_array"]] = images
             arrays[entry["nearest_array"]] = nearest.index.numpy().astype(np.int64)
             arrays[entry["distance_array"]] = nearest.first.numpy()
+            all_nearest = NearestShots.of(perceptual.chunks(scored), shot_embeddings)
+            closest = np.argsort(all_nearest.first.numpy(), kind="stable")[:CLOSEST]
+            entry |= {f"closest_{kind}_array": f"closest_{kind}_{number}" for kind in ("samples", "nearest", "distance")}
+            entry["closest_of"] = len(scored)
+            arrays[entry["closest_samples_array"]] = scored[closest]
+            arrays[entry["closest_nearest_array"]] = all_nearest.index.numpy()[closest].astype(np.int64)
+            arrays[entry["closest_distance_array"]] = all_nearest.first.numpy()[closest]
         index.append(entry)
         log.info("panel %d/%d: %s (%s)", number + 1, len(run_dirs), run_dir, entry["status"])
     arrays["index"] = np.array(
@@ -73,8 +86,9 @@ def panels(settings: PanelSettings, run_dirs: list[Path], manifests: dict[str, P
     _write_npz(output, arrays)
 
 
-def _generate(run_config: dict[str, Any], folder: StageFolder, settings: PanelSettings, device) -> np.ndarray | None:
-    """The run's first `samples` evaluation images from its final checkpoint; None when the generator is not finite."""
+def _generate(run_config: dict[str, Any], folder: StageFolder, settings: PanelSettings, device) -> tuple[np.ndarray, np.ndarray] | None:
+    """The run's first `samples` evaluation images and all `scored` ones from its final checkpoint (the same codes
+    as the evaluation's); None when the generator is not finite."""
     state = load_checkpoint(folder.checkpoint, device)
     arch = Architecture.from_dict(run_config["architecture"])
     build = get_method(run_config["method"])(**run_config.get("method_hparams", {})).build_models
@@ -82,9 +96,10 @@ def _generate(run_config: dict[str, Any], folder: StageFolder, settings: PanelSe
     if non_finite_tensors(generator):
         return None
     try:
-        return generate(generator, settings.samples, settings.noise_seed, device)
+        scored = generate(generator, max(settings.samples, settings.scored), settings.noise_seed, device)
     except NonFiniteSamples:
         return None
+    return scored[: settings.samples], scored[: settings.scored]  # the grid's samples are the first scored ones
 
 
 def _write_npz(output: Path, arrays: dict[str, np.ndarray]) -> None:
