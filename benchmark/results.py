@@ -26,7 +26,7 @@ from benchmark.hparam_selection import (
     select_draws,
     validation_scores,
 )
-from benchmark.selection import CHECKPOINTS, CURVE, FINAL, ORACLE, SELECTED
+from benchmark.selection import CHECKPOINTS, CURVE, FINAL, SELECTED
 from benchmark.settings import RUN_FIELDS
 
 # What a summary row is about: a table cell is the seeds of one group.
@@ -387,13 +387,12 @@ def at_cross_fitted_draws(frame: pd.DataFrame) -> pd.DataFrame:
     """Each run's rows at the draw the target-validation rule chose for its seed on the other seeds
     (`hparam_selection.cross_fitted_draws`), per checkpoint; the adaptation curve follows the validation-selected
     checkpoint's choice. What the detailed tables and the paper report in a sweep."""
-    parts = []
-    choices = {checkpoint: cross_fitted_draws(frame, checkpoint, HEADLINE.metric) for checkpoint in (FINAL, SELECTED, ORACLE)}
+    parts, choices = [], {}
     for checkpoint in sorted(set(frame["checkpoint"])):
-        chosen = choices.get(SELECTED if checkpoint == CURVE else checkpoint)
-        if chosen is None:
-            chosen = cross_fitted_draws(frame, checkpoint, HEADLINE.metric)
-        parts.append(frame[frame["checkpoint"].eq(checkpoint)].merge(chosen, on=[*CELL, "seed", "draw"], how="inner"))
+        chooser = SELECTED if checkpoint == CURVE else checkpoint  # each checkpoint's choice worked out once
+        if chooser not in choices:
+            choices[chooser] = cross_fitted_draws(frame, chooser, HEADLINE.metric)
+        parts.append(frame[frame["checkpoint"].eq(checkpoint)].merge(choices[chooser], on=[*CELL, "seed", "draw"], how="inner"))
     return pd.concat(parts, ignore_index=True)[list(frame.columns)] if parts else frame.iloc[0:0]
 
 
