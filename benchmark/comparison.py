@@ -137,6 +137,11 @@ def _badness(values: np.ndarray, better: str) -> np.ndarray:
     return {"lower": values, "higher": -values, "~1": np.abs(values - 1)}[better]
 
 
+def diverged(rows: pd.DataFrame) -> pd.Series:
+    """Which rows record a diverged run (rows without a status column: none)."""
+    return rows["status"].eq("diverged") if "status" in rows else pd.Series(False, index=rows.index)
+
+
 @dataclass(frozen=True)
 class SeedValues:
     """One metric's per-seed values: pair key x method (NaN: no score), and which cells are diverged runs."""
@@ -152,7 +157,7 @@ def seed_values(rows: pd.DataFrame, metric: str) -> SeedValues:
     """The per-seed values of `metric` in `rows` (one task, K and checkpoint), pivoted by the pair key."""
     own = rows[rows["metric"].eq(metric)]
     key = [column for column in PAIR_KEY if column in own]
-    failed = own["status"].eq("diverged") if "status" in own else pd.Series(False, index=own.index)
+    failed = diverged(own)
     duplicated = own.duplicated([*key, "method"], keep=False)
     if duplicated.any():
         # One run counted twice would shrink every spread: refuse instead of averaging.
@@ -162,8 +167,8 @@ def seed_values(rows: pd.DataFrame, metric: str) -> SeedValues:
             "a run counted twice. Collect each run's metrics.json once (ganbench collect) and rerun the tables."
         )
     values = own.assign(value=own["value"].where(~failed)).pivot_table(index=key, columns="method", values="value", aggfunc="first", dropna=False)
-    diverged = own.assign(failed=failed).pivot_table(index=key, columns="method", values="failed", aggfunc="any", dropna=False)
-    return SeedValues(values, diverged.reindex_like(values).fillna(False).astype(bool))
+    failures = own.assign(failed=failed).pivot_table(index=key, columns="method", values="failed", aggfunc="any", dropna=False)
+    return SeedValues(values, failures.reindex_like(values).fillna(False).astype(bool))
 
 
 def compare_one(

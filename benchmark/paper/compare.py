@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from benchmark.comparison import PAIR_KEY, ComparisonSettings, close_family, compare_one
+from benchmark.comparison import PAIR_KEY, ComparisonSettings, close_family, compare_one, diverged
 from benchmark.results import METRIC_DIRECTIONS
 from benchmark.selection import CURVE
 
@@ -53,6 +53,6 @@ def compare_results(own: pd.DataFrame, reference: pd.DataFrame, settings: Compar
 
 def _by_seed(rows: pd.DataFrame, key: list[str]) -> tuple[pd.Series, int]:
     """A cell's values by pair key (NaN where a run diverged) and how many diverged."""
-    failed = rows["status"].eq("diverged") if "status" in rows else pd.Series(False, index=rows.index)
+    failed = diverged(rows)
     values = rows.assign(value=rows["value"].where(~failed)).set_index(key)["value"]
     return values, int(failed.sum())

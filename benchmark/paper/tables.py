@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from benchmark.comparison import EQUIVALENT, UNDETERMINED, WORSE, ComparisonSettings, against, difference_text, mean_interval, seed_values
+from benchmark.comparison import EQUIVALENT, UNDETERMINED, WORSE, ComparisonSettings, against, difference_text, diverged, mean_interval, seed_values
 from benchmark.results import BASELINE, DIVERSITY, FIDELITY, HEADLINE, NO_TRANSFER, MetricColumn
 
 CONFIDENCE = 0.95
@@ -68,11 +68,6 @@ def _threshold_range(details: object) -> tuple[float, float] | None:
         return None
     low, high = json.loads(details)["value_interval_threshold"]
     return float(low), float(high)
-
-
-def diverged(rows: pd.DataFrame) -> pd.Series:
-    """Which rows record a diverged run (rows without a status column: none)."""
-    return rows["status"].eq("diverged") if "status" in rows else pd.Series(False, index=rows.index)
 
 
 def mark_best(statistics: pd.DataFrame, column: MetricColumn, rows: pd.DataFrame, settings: ComparisonSettings) -> pd.DataFrame:
