@@ -68,7 +68,7 @@ rule build_artefact:
 
 
 # One job per run (`seed_batching: separate`), or one job per seed group: every seed of a (task, K, method,
-# hyperparameter draw), trained one after another or as one batched model (README, Scaling up).
+# hyperparameter draw), trained one after another or as one batched model (docs/scaling.md).
 if SEED_BATCHING == "separate":
 
     rule adapt:

@@ -226,7 +226,7 @@ def full_preset_cost(
     """The preset's job counts from its plan, and its compute from per-unit times measured here at its shapes:
     adaptation steps/s (the per-run loop row), pretraining steps/s and meta-iterations/s (timed below), validation
     scoring per evaluation point (the metric row); the metric suite per scored checkpoint is the measurement in the
-    README (Metrics, Speed: 13.2 s at 5,000 generated vs 10,000 reference images)."""
+    docs/metrics.md (Speed: 13.2 s at 5,000 generated vs 10,000 reference images)."""
     from benchmark.config import load_config
     from benchmark.plan import Plan
 
@@ -244,7 +244,7 @@ def full_preset_cost(
     meta_seconds = {name: meta_iteration_seconds(name, config, arch, device) for name in ("maml_gan", "reptile")}
     adapt = TrainSettings.from_config(config["adapt"]["train"])
     evaluations = sum(1 for step in range(adapt.steps + 1) if adapt.evaluates_at(step))
-    suite_seconds = 13.2  # per scored checkpoint, two per run (README, Metrics: scripts/benchmark_metrics.py)
+    suite_seconds = 13.2  # per scored checkpoint, two per run (docs/metrics.md: scripts/benchmark_metrics.py)
     start_up_seconds = start_up["adapt job imports"] + start_up["evaluate job imports"]  # a job of each kind per run
     per_run = adapt.steps / adapt_rate + evaluations * validation_scoring + 2 * suite_seconds + start_up_seconds
     meta_hours = 0.0
