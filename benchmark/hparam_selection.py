@@ -9,7 +9,9 @@ Three rules, each named in every table that uses it (DomainBed's lesson: the rul
 - *leave-one-task-out*: per held-out task, the draw whose mean rank over the other tasks of the same kind (and K)
   is best, ranked there by their validation scores; applied unchanged to the held-out task. The rule a real
   few-shot user can follow. Not defined where a task has no other task of its kind.
-- *oracle*: the draw with the best mean reference-set (test) score. Only when asked for; labelled optimistic.
+- *oracle*: the draw with the best mean score on the reference set's choosing half, reported on its reporting
+  half (`benchmark.selection.reference_halves`): what the best draw is worth when test-distribution images may
+  choose it, without the reported number being the minimum it was chosen as. Only when asked for; labelled.
 
 A run's validation score is its headline metric on the validation split at the reported checkpoint: the last
 evaluated step for "final", the best step for "validation-selected". These come from the adaptation-curve rows,
@@ -23,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from benchmark.selection import CURVE, FINAL, ORACLE, SELECTED
+from benchmark.errors import BenchmarkError
+from benchmark.selection import CHOOSING_HALF, CURVE, FINAL, ORACLE, REPORTING_HALF, SELECTED, half_metric
 
 TARGET_VALIDATION = "target validation"
 TARGET_VALIDATION_CROSS_FIT = "target validation, cross-fitted"
@@ -87,10 +90,24 @@ def leave_one_task_out(means: pd.DataFrame) -> pd.DataFrame:
 
 
 def reference_means(frame: pd.DataFrame, checkpoint: str, metric: str, expected_seeds: pd.DataFrame) -> pd.DataFrame:
-    """Mean reference-set score per (cell, draw) at a checkpoint: what only the oracle rule reads."""
-    rows = frame[frame["checkpoint"].eq(checkpoint) & frame["metric"].eq(metric)]
+    """Mean score on the reference set's choosing half per (cell, draw) at a checkpoint: what only the oracle rule
+    reads (it reports the chosen draw's `oracle_report_rows`)."""
+    at_checkpoint = frame[frame["checkpoint"].eq(checkpoint)]
+    rows = at_checkpoint[at_checkpoint["metric"].eq(half_metric(metric, CHOOSING_HALF))]
+    if rows.empty and not at_checkpoint.empty:
+        raise BenchmarkError(
+            f"The oracle draw rule chooses on {half_metric(metric, CHOOSING_HALF)} (the reference set's choosing half), which "
+            "these results do not hold: they were evaluated without sweep.oracle. Set sweep.oracle: true and rerun (only the "
+            "evaluations rerun), or leave the oracle rule out (no --oracle-draws)."
+        )
     scores = rows[[*CELL, "draw", "seed", "value"]].rename(columns={"value": "score"})
     return draw_means(scores, expected_seeds)
+
+
+def oracle_report_rows(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows the oracle rule reports: `metric` on the reference set's reporting half, named `metric` (so they
+    read like the other rules' rows)."""
+    return frame[frame["metric"].eq(half_metric(metric, REPORTING_HALF))].assign(metric=metric)
 
 
 def select_draws(frame: pd.DataFrame, checkpoint: str, metric: str, oracle: bool = False) -> pd.DataFrame:

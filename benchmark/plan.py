@@ -230,7 +230,7 @@ class Plan:
         return int(device == "cuda")
 
     def evaluate(self) -> EvaluateSettings:
-        return EvaluateSettings(self.config["evaluation"], self.config["device"])
+        return EvaluateSettings(self.config["evaluation"], self.config["device"], oracle_draws=self.config["sweep"]["oracle"])
 
     def panel_runs(self) -> list[AdaptationRun]:
         """The runs whose samples the paper's figures show: every run (the sample grids show the first seed's; the

@@ -211,6 +211,9 @@ class AdaptSettings(StageSettings):
 class EvaluateSettings(StageSettings):
     evaluation: dict[str, Any]
     device: str
+    # `sweep.oracle`: hyperparameter draws are also chosen on the reference set, so every reported checkpoint is
+    # also scored on the reference set's two halves (`benchmark.selection.reference_halves`).
+    oracle_draws: bool
 
     sections = {"evaluation": "evaluation"}
 

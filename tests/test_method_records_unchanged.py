@@ -50,7 +50,7 @@ def fingerprint(method: str, task_files: dict, folder: Path) -> dict[str, str]:
     run_dir = folder / method
     adapt(AdaptSettings.from_dict(settings), task_files["manifest"], task_files["data"], task_files["encoder"], artefacts, run_dir)
     records = evaluate(
-        EvaluateSettings.from_dict({"evaluation": settings["evaluation"], "device": "cpu"}),
+        EvaluateSettings.from_dict({"evaluation": settings["evaluation"], "device": "cpu", "oracle_draws": False}),
         run_dir, task_files["manifest"], task_files["data"], task_files["encoder"], folder / f"{method}.json",
     )  # fmt: skip
     rows = [(r["checkpoint"], r["checkpoint_step"], r["metric"], r["value"]) for r in records]

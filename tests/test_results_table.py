@@ -202,7 +202,7 @@ def test_checkpoints_appear_in_order_and_the_oracle_is_flagged():
     assert titles == [
         f"### Checkpoint: {FINAL}, hyperparameters: {DEFAULTS}",
         f"### Checkpoint: {SELECTED}, hyperparameters: {DEFAULTS}",
-        f"### Checkpoint: {ORACLE} (ORACLE: selected on the test set, optimistic), hyperparameters: {DEFAULTS}",
+        f"### Checkpoint: {ORACLE} (ORACLE: chosen on one half of the test set, scored on the other), hyperparameters: {DEFAULTS}",
     ]
 
 

@@ -133,8 +133,10 @@ def test_stage_settings_survive_the_json_trip(plan):
 
 def test_stage_settings_refuse_unknown_and_missing_keys_by_name(plan):
     value = json.loads(plan.evaluate().to_json())
-    with pytest.raises(BenchmarkError, match=r"unknown key\(s\) devices; missing key\(s\) device\. The settings take: evaluation, device"):
-        EvaluateSettings.from_dict({"evaluation": value["evaluation"], "devices": "cpu"})
+    with pytest.raises(
+        BenchmarkError, match=r"unknown key\(s\) devices; missing key\(s\) device\. The settings take: evaluation, device, oracle_draws"
+    ):
+        EvaluateSettings.from_dict({"evaluation": value["evaluation"], "devices": "cpu", "oracle_draws": False})
     value = json.loads(plan.adapt(plan.runs[0]).to_json())
     del value["run"]["split_draw"]
     with pytest.raises(BenchmarkError, match="'run' must be an object with exactly the keys task, shots, method"):

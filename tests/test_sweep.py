@@ -31,7 +31,7 @@ from benchmark.hparam_selection import (
 from benchmark.methods import get_method
 from benchmark.plan import Plan, distinct_draws, method_hparams
 from benchmark.results import render_markdown
-from benchmark.selection import CURVE, FINAL, SELECTED
+from benchmark.selection import CURVE, FINAL, SELECTED, reference_halves
 from conftest import REPO
 
 
@@ -137,8 +137,11 @@ def constructed_results(validation=VALIDATION, reference=REFERENCE) -> pd.DataFr
                 rows.append({**base, "checkpoint": CURVE, "checkpoint_step": 0, "value": 1.0})
                 rows.append({**base, "checkpoint": CURVE, "checkpoint_step": 100, "value": score})
                 ref = reference.get(task, {}).get(draw, 0.3)
-                rows.append({**base, "checkpoint": FINAL, "checkpoint_step": 100, "value": ref})
-                rows.append({**base, "checkpoint": SELECTED, "checkpoint_step": 100, "value": ref})
+                for checkpoint in (FINAL, SELECTED):
+                    rows.append({**base, "checkpoint": checkpoint, "checkpoint_step": 100, "value": ref})
+                    # The reference set's halves (sweep.oracle): the oracle chooses on the first, reports the second.
+                    rows.append({**base, "metric": "kid_choosing_half", "checkpoint": checkpoint, "checkpoint_step": 100, "value": ref})
+                    rows.append({**base, "metric": "kid_reporting_half", "checkpoint": checkpoint, "checkpoint_step": 100, "value": ref + 0.002})
                 # FID rows that rank the draws the other way round: selection on KID must not read them.
                 fid = {**base, "metric": "fid"}
                 rows.append({**fid, "checkpoint": CURVE, "checkpoint_step": 100, "value": 100 - 100 * score})
@@ -176,6 +179,36 @@ def test_no_rule_but_the_oracle_reads_the_reference_set():
     assert after[("A", ORACLE_DRAW)] != honest[("A", ORACLE_DRAW)]
 
 
+def test_the_oracle_chooses_on_one_half_of_the_reference_set_and_reports_on_the_other():
+    """The oracle's pick follows the choosing half alone: reversing the whole-set KID and the reporting half changes
+    nothing (an oracle that chose on the whole reference set, the rule before, follows that reversal and fails).
+    The sweep report shows the reporting half at the pick: 12 (0.012) for m's draw 0 on A; an oracle reporting the
+    half it chose on would show the choosing half's 10. Results scored without the halves are refused by name."""
+    frame = constructed_results()
+    honest = chosen(select_draws(frame, FINAL, "kid", oracle=True))
+    poisoned = frame.copy()
+    rows = poisoned["checkpoint"].ne(CURVE) & poisoned["metric"].isin(["kid", "kid_reporting_half"])
+    poisoned.loc[rows, "value"] = 1.0 - poisoned.loc[rows, "value"]
+    assert chosen(select_draws(poisoned, FINAL, "kid", oracle=True)) == honest
+    report = render_markdown(frame, oracle_draws=True)
+    row = next(line for line in report.split("### A (few-shot), K = 5, checkpoint: final")[1].splitlines() if line.startswith("| m |"))
+    assert row.endswith("| d0: 12 +/- 0 (#1) |"), row
+    without_halves = frame[~frame["metric"].str.endswith("_half")]
+    with pytest.raises(BenchmarkError, match="kid_choosing_half.*evaluated without sweep.oracle. Set sweep.oracle: true"):
+        select_draws(without_halves, FINAL, "kid", oracle=True)
+    assert chosen(select_draws(without_halves, FINAL, "kid")) == {key: value for key, value in honest.items() if key[1] != ORACLE_DRAW}
+
+
+def test_reference_halves_split_the_set_evenly_into_disjoint_halves():
+    for count in (1, 2, 7, 300):
+        choosing, reporting = reference_halves(count)
+        assert sorted([*choosing, *reporting]) == list(range(count)) and not set(choosing) & set(reporting)
+        assert len(choosing) - len(reporting) in (0, 1)
+    labels = np.repeat(np.arange(10), 30)  # a reference set stored class by class: each half gets every class evenly
+    choosing, reporting = reference_halves(len(labels))
+    assert np.bincount(labels[choosing]).tolist() == np.bincount(labels[reporting]).tolist() == [15] * 10
+
+
 def test_a_draw_with_a_diverged_seed_is_never_selected():
     frame = constructed_results()
     diverged = frame["task"].eq("A") & frame["draw"].eq(1) & frame["seed"].eq(1)
@@ -204,7 +237,7 @@ def test_the_sweep_report_names_every_rule_and_the_settings_chosen():
     header = section.strip().splitlines()[0]
     assert all(rule in header for rule in (DEFAULTS, TARGET_VALIDATION, TARGET_VALIDATION_CROSS_FIT, LEAVE_ONE_TASK_OUT, ORACLE_DRAW))
     row = next(line for line in section.splitlines() if line.startswith("| m |"))
-    assert row == "| m | d0: 10 +/- 0 (#1) | d1: 500.0 +/- 0 (#1) | d1: 500.0 +/- 0 (#1) | d2: 400.0 +/- 0 (#1) | d0: 10 +/- 0 (#1) |"
+    assert row == "| m | d0: 10 +/- 0 (#1) | d1: 500.0 +/- 0 (#1) | d1: 500.0 +/- 0 (#1) | d2: 400.0 +/- 0 (#1) | d0: 12 +/- 0 (#1) |"
     assert '| m | target validation | 1 | `{"x": 1}` | A K=5 final; A K=5 validation-selected; D K=5 final; D K=5 validation-selected |' in report
     assert '| m | target validation | 2 | `{"x": 2}` | B K=5 final; B K=5 validation-selected; C K=5 final; C' in report
     # On A, scratch (0.05 worse on every draw) ranks second under every rule: the ranking never changes.

@@ -1,5 +1,7 @@
 """Stage `evaluate`: the full metric suite for a run's final checkpoint and its validation-selected one (and the
-oracle's, when asked for), against the task's reference set. Which checkpoints: `benchmark.selection`. The
+oracle's, when asked for, chosen on one half of the reference set and scored on the other), against the task's
+reference set. Which checkpoints: `benchmark.selection`. When an oracle asks for it, every reported checkpoint's
+KID and FID against each half of the reference set too (metrics `kid_choosing_half`, ...). The
 run's adaptation curve (KID and FID on the validation split at each evaluation step, scored during training)
 is passed on as records of the checkpoint label `benchmark.selection.CURVE`.
 
@@ -12,9 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 from benchmark.checkpoint import generator_from_snapshot, load_checkpoint, models_from_checkpoint
@@ -22,10 +28,21 @@ from benchmark.errors import BenchmarkError
 from benchmark.io import atomic_write_json
 from benchmark.layout import StageFolder
 from benchmark.methods import get_method
-from benchmark.metrics import SUITE_METRICS, EvaluationSets, MetricSettings, MetricSuite, feature_space
+from benchmark.metrics import SUITE_METRICS, DistanceScorer, EvaluationSets, FeatureSpace, MetricSettings, MetricSuite, feature_space
 from benchmark.models import Architecture, non_finite_tensors
 from benchmark.provenance import environment
-from benchmark.selection import CURVE, FINAL, ORACLE, SELECTED, best_step, validation_scores
+from benchmark.selection import (
+    CHOOSING_HALF,
+    CURVE,
+    FINAL,
+    ORACLE,
+    REPORTING_HALF,
+    SELECTED,
+    best_step,
+    half_metric,
+    reference_halves,
+    validation_scores,
+)
 from benchmark.settings import RUN_FIELDS, EvaluateSettings
 from benchmark.stage_inputs import open_stage_inputs
 from benchmark.training import NonFiniteSamples, generate
@@ -75,17 +92,16 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
     )
     space = feature_space(encoder, evaluation["inception_weights"])
     log.info("evaluating %s: %d generated vs %d reference images (%s)", run_dir, evaluation["num_generated"], len(sets.reference), space.name)
-    suite = MetricSuite(sets, space, str(encoder), MetricSettings.from_config(evaluation), device)
+    metric_settings = MetricSettings.from_config(evaluation)
+    suite = MetricSuite(sets, space, str(encoder), metric_settings, device)
+    oracle_checkpoint = evaluation["oracle_selection"]
+    halves = _HalfScorers(sets, space, str(encoder), metric_settings, device) if oracle_checkpoint or settings.oracle_draws else None
 
-    scored: dict[int, list[dict[str, Any]]] = {}
-
-    def score(step: int) -> list[dict[str, Any]]:
-        if step not in scored:
-            generator: nn.Module = final_generator
-            if step != final_step:
-                generator = generator_from_snapshot(folder.snapshot(step), state["identity_json"], arch, device, build)
-            scored[step] = suite.score(generate(generator, evaluation["num_generated"], evaluation["seed"], device))
-        return scored[step]
+    def generated(step: int) -> np.ndarray:
+        generator: nn.Module = final_generator
+        if step != final_step:
+            generator = generator_from_snapshot(folder.snapshot(step), state["identity_json"], arch, device, build)
+        return generate(generator, evaluation["num_generated"], evaluation["seed"], device)
 
     select_on = evaluation["select_on"]
     logged = validation_scores(run_dir)
@@ -97,13 +113,20 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
     else:
         log.warning("%s has no validation scores in its training log: only the final checkpoint is evaluated", run_dir)
     try:
-        if evaluation["oracle_selection"]:
+        images = {step: generated(step) for step in sorted({step for _, step, _ in selections})}
+        at_step = {step: suite.score(step_images) + (halves.records(step_images) if halves else []) for step, step_images in images.items()}
+        records_of = {label: at_step[step] for label, step, _ in selections}
+        if oracle_checkpoint and halves:
+            # Chosen on the choosing half, every metric reported on the other: the reported KID is not the minimum
+            # it was chosen as. Only the chosen step is scored in full.
             steps = sorted(set(validation) | {final_step})
-            on_reference = {step: next(r["value"] for r in score(step) if r["metric"] == select_on) for step in steps}
-            step = best_step(on_reference)
-            selection = {"selected_on": f"{select_on} on the reference (test) set", "selection_score": on_reference[step]}
+            on_choosing = {step: halves.choosing(images[step] if step in images else generated(step))[select_on] for step in steps}
+            step = best_step(on_choosing)
+            chosen_images = images[step] if step in images else generated(step)
+            reported = [{**record, "reference_set": halves.reporting_label} for record in halves.reporting_suite.score(chosen_images)]
+            records_of[ORACLE] = reported + halves.records(chosen_images)
+            selection = {"selected_on": f"{select_on} on the reference set's {CHOOSING_HALF.replace('_', ' ')}", "selection_score": on_choosing[step]}
             selections.append((ORACLE, step, selection))
-        scores = {step: score(step) for _, step, _ in selections}
     except NonFiniteSamples:  # finite weights can still overflow to infinite pixels: a divergence, not black images
         reason = "non-finite generated images at evaluation"
         return _record_divergence(
@@ -113,11 +136,55 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
     records = [
         {**shared, "checkpoint": label, "checkpoint_step": step, **selection, **record}
         for label, step, selection in selections
-        for record in scores[step]
+        for record in records_of[label]
     ]
     records += [{**shared, **record} for record in curve_records(logged, run_config.get("feature_space", {}))]
     atomic_write_json(output, {"records": records})
     return records
+
+
+class _HalfScorers:
+    """KID and FID against each half of the reference set (`benchmark.selection.reference_halves`), for the oracles:
+    the checkpoint oracle chooses on the choosing half and reports the full suite on the reporting half; the
+    draw oracle of a sweep reads the records named `half_metric(metric, half)`."""
+
+    reporting_label = f"reference: {REPORTING_HALF.replace('_', ' ')}"
+
+    def __init__(self, sets: EvaluationSets, space: FeatureSpace, encoder: str, settings: MetricSettings, device: torch.device) -> None:
+        choosing, reporting = reference_halves(len(sets.reference))
+        labels = sets.reference_labels
+        self.reporting_sets = replace(sets, reference=sets.reference[reporting], reference_labels=None if labels is None else labels[reporting])
+        n_classes = 0 if labels is None else len(np.unique(labels[reporting]))
+        if len(reporting) <= settings.nearest_k or (n_classes >= 2 and len(reporting) < settings.class_neighbours):
+            raise BenchmarkError(
+                f"The oracle reports on half of the reference set ({len(reporting)} of {len(sets.reference)} images), fewer than "
+                f"the k-NN metrics need (more than evaluation.nearest_k = {settings.nearest_k}, at least evaluation.class_neighbours "
+                f"= {settings.class_neighbours}). Use a reference set twice that size (the task's reference_size), smaller k, "
+                "or switch the oracle off (evaluation.oracle_selection, sweep.oracle)."
+            )
+        self.space, self.encoder, self.settings, self.device = space, encoder, settings, device
+        scorer = partial(
+            DistanceScorer, space=space, kid_subset_size=settings.kid_subset_size, kid_subsets=settings.kid_subsets, seed=settings.seed, device=device
+        )
+        self.choosing, self.reporting = scorer(sets.reference[choosing]), scorer(sets.reference[reporting])
+        self.sizes = {CHOOSING_HALF: len(choosing), REPORTING_HALF: len(reporting)}
+
+    def records(self, images: np.ndarray) -> list[dict[str, Any]]:
+        """KID and FID of `images` against each half, one record each, named by `half_metric`."""
+        records = []
+        for half, scorer in ((CHOOSING_HALF, self.choosing), (REPORTING_HALF, self.reporting)):
+            values = scorer(images)
+            sizes = {"n_fake": len(images), "n_real": self.sizes[half], **self.space.as_record()}
+            reference_set = f"reference: {half.replace('_', ' ')}"
+            records += [
+                {"metric": half_metric(metric, half), "value": values[metric], "reference_set": reference_set, **sizes} for metric in ("kid", "fid")
+            ]
+        return records
+
+    @cached_property
+    def reporting_suite(self) -> MetricSuite:
+        """The full metric suite against the reporting half: built only for the checkpoint oracle."""
+        return MetricSuite(self.reporting_sets, self.space, self.encoder, self.settings, self.device)
 
 
 def curve_records(logged: dict[int, dict[str, Any]], feature_space: dict[str, Any]) -> list[dict[str, Any]]:
