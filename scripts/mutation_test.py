@@ -337,11 +337,12 @@ def unified_diff(path: str, before: bytes, after: bytes) -> str:
 
 # -- running ---------------------------------------------------------------------------------------------------------
 def ignored_when_copying() -> Callable[[str, list[str]], set[str]]:
-    """Run outputs, caches and the environment (the copy runs the checkout's .venv). The layout is imported here, not
-    at the top: a test server must not hold any `benchmark` module when it forks."""
-    from benchmark.layout import REPORTS, RESULTS
+    """Run outputs, caches and the environment (the copy runs the checkout's .venv); `reports/` is copied, since the
+    paper tests render the committed reference results. The layout is imported here, not at the top: a test server
+    must not hold any `benchmark` module when it forks."""
+    from benchmark.layout import RESULTS
 
-    return shutil.ignore_patterns(".git", ".venv", str(RESULTS), str(REPORTS), "__pycache__", ".snakemake", ".pytest_cache", ".ruff_cache", "*.pyc")
+    return shutil.ignore_patterns(".git", ".venv", str(RESULTS), "__pycache__", ".snakemake", ".pytest_cache", ".ruff_cache", "*.pyc")
 
 
 def worker_environment(folder: Path) -> dict[str, str]:
