@@ -16,8 +16,8 @@ Three rules, each named in every table that uses it (DomainBed's lesson: the rul
 A run's validation score is its headline metric on the validation split at the reported checkpoint: the last
 evaluated step for "final", the best step for "validation-selected". These come from the adaptation-curve rows,
 which are validation-split scores only: the first two rules are computed from those rows alone and never see a
-reference-set score. A draw with a diverged or missing seed is never selected by any rule: its mean would hide
-the failure. Ties go to the lowest draw (draw 0, the defaults, first).
+reference-set score. A draw with a diverged seed is never selected by any rule: its mean would hide the failure;
+results missing a run are refused (`benchmark.completeness`). Ties go to the lowest draw (draw 0, the defaults, first).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from benchmark.completeness import check_complete
 from benchmark.errors import BenchmarkError
 from benchmark.selection import CHOOSING_HALF, CURVE, FINAL, ORACLE, REPORTING_HALF, SELECTED, half_metric
 
@@ -112,7 +113,8 @@ def oracle_report_rows(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def select_draws(frame: pd.DataFrame, checkpoint: str, metric: str, oracle: bool = False) -> pd.DataFrame:
     """The draw each rule selects per (task, K, method): columns CELL + rule + draw. Draw 0 is listed as the
-    `DEFAULTS` rule. A rule that is not defined for a cell has no row for it."""
+    `DEFAULTS` rule. A rule that is not defined for a cell has no row for it. Results with a gap are refused."""
+    check_complete(frame, "the results")
     expected_seeds = frame[[*CELL, "draw", "seed"]].drop_duplicates()
     curve = frame[frame["checkpoint"].eq(CURVE)]
     means = draw_means(validation_scores(curve, checkpoint if checkpoint != ORACLE else SELECTED, metric), expected_seeds)

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from benchmark.errors import BenchmarkError
 
 
 def _file_mode() -> int:
@@ -100,3 +103,73 @@ def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
 def atomic_save(path: str | os.PathLike[str], save: Callable[[str], None]) -> None:
     """Run `save(tmp_path)` (e.g. safetensors' save_file) and move the result into place."""
     _write_unit({Path(path): save})
+
+
+# ---- output folders -------------------------------------------------------------------------------------------------
+FOLDER_MANIFEST = ".ganbench-files.json"  # the files a command wrote into its output folder, so only they are replaced
+
+
+def check_apart(output: str | os.PathLike[str], option: str, inputs: Iterable[tuple[str, str | os.PathLike[str] | None]]) -> None:
+    """Refuse an output that is one of the inputs, contains one, or lies inside one: writing it would overwrite or
+    delete what the command reads (`ganbench paper --input-dir results --output-dir results`). `inputs`: (option,
+    path) of each input (path None: not given)."""
+    target = Path(output).resolve()
+    for name, path in inputs:
+        if path is None:
+            continue
+        source = Path(path).resolve()
+        if target == source:
+            relation = "is"
+        elif source.is_relative_to(target):
+            relation = "contains"
+        elif target.is_relative_to(source) and source.is_dir():
+            relation = "lies inside"
+        else:
+            continue
+        raise BenchmarkError(
+            f"{option} {output} {relation} the input {path} ({name}): writing it would overwrite what the command reads. "
+            f"Name a separate {option}, outside the inputs."
+        )
+
+
+def replace_folder(staging: Path, output: Path) -> list[Path]:
+    """Move the files rendered into `staging` to `output` and record them in its manifest (`FOLDER_MANIFEST`).
+    Only what the previous run of the command wrote there (its manifest) is replaced; files of anyone else stay, and
+    a non-empty folder without a manifest is refused, since nothing says its files are the command's to delete.
+    `output` is replaced in one rename where it held nothing else. Returns the files written, under `output`."""
+    written = sorted((path.relative_to(staging) for path in staging.rglob("*") if path.is_file()), key=str)
+    (staging / FOLDER_MANIFEST).write_text(json.dumps([str(path) for path in written], indent=1) + "\n")
+    if output.is_symlink() or (output.exists() and not output.is_dir()):
+        raise BenchmarkError(f"{output} exists and is not a folder. Name a new or empty folder for the outputs, or remove {output}.")
+    existing = sorted(path for path in output.rglob("*") if not path.is_dir()) if output.exists() else []
+    if existing and not (output / FOLDER_MANIFEST).is_file():
+        raise BenchmarkError(
+            f"{output} holds {len(existing)} files that no earlier run of this command wrote (it has no {FOLDER_MANIFEST}): "
+            "they are not the command's to replace. Name a new or empty folder, or empty this one yourself."
+        )
+    ours = set()
+    if existing:
+        try:
+            ours = {output / name for name in json.loads((output / FOLDER_MANIFEST).read_text())} | {output / FOLDER_MANIFEST}
+        except (ValueError, TypeError) as error:
+            raise BenchmarkError(f"{output / FOLDER_MANIFEST} is damaged ({error}). Empty {output} yourself and run again.") from error
+    if set(existing) <= ours:  # nothing but our own files: swap the folders in one rename
+        if output.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
+            os.replace(output, retired / output.name)
+            os.replace(staging, output)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, output)
+        return [output / path for path in written]
+    for path in sorted(ours & set(existing)):  # someone else's files beside ours: replace ours, one by one
+        path.unlink()
+        for folder in path.parents:  # and the folders that held only ours
+            if folder == output or any(folder.iterdir()):
+                break
+            folder.rmdir()
+    for path in [*written, Path(FOLDER_MANIFEST)]:
+        (output / path).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / path, output / path)
+    shutil.rmtree(staging, ignore_errors=True)
+    return [output / path for path in written]

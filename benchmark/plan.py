@@ -41,6 +41,13 @@ def method_names(config: dict[str, Any]) -> list[str]:
     """The methods (and variants) the config runs; unknown names and bad hyperparameters (of every draw) fail here,
     before any job."""
     names = sorted(methods()) if config["methods"] == "all" else list(config["methods"])
+    # A misspelt key would be ignored: its "held" values swept, its settings never used.
+    for section, keyed in (("sweep.hold", config["sweep"]["hold"]), ("adapt.method_hparams", config["adapt"]["method_hparams"])):
+        for key in keyed:
+            try:
+                get_method(key)
+            except BenchmarkError as error:
+                raise BenchmarkError(f"Config key '{section}.{key}' names no method: {error}") from error
     for name in names:
         for draw in draws(config):
             get_method(name)(**method_hparams(config, name, draw))

@@ -26,12 +26,16 @@ def code_version() -> str:
     return f"{benchmark.__version__}+{described}"
 
 
-def environment() -> dict[str, Any]:
+def environment(device: torch.device | str | None = None) -> dict[str, Any]:
+    """What can change a stage's numbers besides its settings: the code, the libraries, the platform, torch's
+    intra-op threads (CPU reductions round differently over another split) and the device it computed on."""
     return {
         "code_version": code_version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+        **({"device": str(device)} if device is not None else {}),
     }
 
 

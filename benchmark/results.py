@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.comparison import EQUIVALENT, UNDETERMINED, WORSE, ComparisonSettings, against, difference_text, family_note, seed_values
+from benchmark.completeness import check_complete
 from benchmark.errors import BenchmarkError
 from benchmark.hparam_selection import (
     CELL,
@@ -35,7 +36,7 @@ GROUP = ["task", "task_kind", "shots", "method", "checkpoint", "metric"]
 COLUMNS = [
     *GROUP[:-1], *(field for field in RUN_FIELDS if field not in GROUP), "status", "checkpoint_step", "metric", "value",
     "n_real", "n_fake", "feature_space", "feature_weights_sha256", "reference_sha256", "code_version", "method_hparams",
-    "details", "run_dir",
+    "details", "run_dir", "torch_version", "torch_threads", "device",
 ]  # fmt: skip
 # Record keys that are columns, or that every record repeats (they stay in metrics.json).
 NOT_DETAILS = set(COLUMNS) | {"run_config", "evaluation", "environment", "feature_extractor", "reference_set"}
@@ -85,11 +86,15 @@ def collect_results(metrics_files: list[Path]) -> pd.DataFrame:
         for record in records:
             row = {column: record.get(column) for column in COLUMNS}
             row["code_version"] = record["environment"]["code_version"]
+            row["torch_version"] = record["environment"].get("torch")
+            row["torch_threads"] = record["environment"].get("torch_threads")
+            row["device"] = record["environment"].get("device")
             row["method_hparams"] = json.dumps(record["run_config"]["method_hparams"], sort_keys=True)
             row["details"] = json.dumps({key: value for key, value in record.items() if key not in NOT_DETAILS}, sort_keys=True)
             row["run_dir"] = str(Path(path).parent)
             rows.append(row)
     frame = pd.DataFrame(rows, columns=COLUMNS)
+    check_complete(frame, "the metrics files")
     return frame.sort_values(["task", "shots", "method", "seed", "checkpoint", "metric"], kind="stable").reset_index(drop=True)
 
 
@@ -219,6 +224,7 @@ def render_markdown(frame: pd.DataFrame, oracle_draws: bool = False, settings: C
     if frame.empty:
         raise BenchmarkError("No results to tabulate: the results CSV has no rows. Run the benchmark first.")
     frame = frame.assign(draw=frame["draw"].fillna(0).astype(int) if "draw" in frame else 0)  # CSVs from before sweeps
+    check_complete(frame, "the results")
     sweep = frame["draw"].nunique() > 1
     sweep_lines = []
     if sweep:

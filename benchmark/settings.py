@@ -152,6 +152,7 @@ class EncoderSettings(StageSettings):
     seed: int
     max_images_per_dataset: int
     holdout_fraction: float
+    threads: int  # fixed here, not by the scheduler: the encoder's weights depend on it
 
 
 @dataclass(frozen=True)

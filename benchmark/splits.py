@@ -145,6 +145,14 @@ def build_task_manifest(
                 f"the validation split and the shot pool. Lower reference_size, or set it to null to use all {len(reference)}."
             )
         reference = reference[: spec["reference_size"]]
+    if validation_size + shot_pool_size + len(reference) >= len(target.labels):
+        # Found here, not after pretraining: the domain encoder trains on the target's images that no split holds.
+        raise BenchmarkError(
+            f"{what}: its reference set, validation split and shot pool hold out every one of the {len(target.labels)} images of "
+            f"'{target.metadata['name']}', which leaves the domain encoder none of them to learn this domain from (the metrics "
+            f"would judge it in a feature space that never saw it). Set reference_size to at most {len(reference) - 1} "
+            "(or lower validation_size or shot_pool_size)."
+        )
     draws = {}
     for k in sorted(shots):
         draws[str(k)] = [[int(i) for i in _rng(split_seed, f"task:{name}", draw).permutation(shot_pool)[:k]] for draw in range(split_draws)]

@@ -19,6 +19,7 @@ the option `fetch` is false. The `medmnist` package itself is not used: it needs
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import numpy as np
 
@@ -115,6 +116,7 @@ class MedMNIST(DataSource):
                     f"{path} is a multi-label MedMNIST file ({split}_labels has {split_labels.shape[1]} columns per image): this "
                     "benchmark needs one class per image. Use a single-label MedMNIST dataset (e.g. PneumoniaMNIST)."
                 )
+            _check_labels(path, split, split_labels)
             if split_images.dtype != np.uint8 or split_images.ndim not in (3, 4) or (split_images.ndim == 4 and split_images.shape[3] != 3):
                 raise BenchmarkError(
                     f"{path}: {split}_images has shape {split_images.shape} and dtype {split_images.dtype}; a MedMNIST 2D file holds "
@@ -126,6 +128,8 @@ class MedMNIST(DataSource):
             labels.append(split_labels.reshape(-1).astype(np.int64))
             split_of.append(np.full(len(split_images), split))
         labels_all = np.concatenate(labels)
+        if len(labels_all) == 0:
+            raise BenchmarkError(f"{path} holds no images (every split is empty). Use the official file, or one with images in it.")
         return RawDataset(
             images=np.concatenate(images),
             labels=labels_all,
@@ -139,3 +143,20 @@ class MedMNIST(DataSource):
         if len(names) < count:
             raise BenchmarkError(f"MedMNIST '{flag}': {len(names)} class names given for labels 0..{count - 1}. Give one name per label.")
         return list(names)
+
+
+def _check_labels(path: Path, split: str, labels: np.ndarray) -> None:
+    """One non-negative integer class id per image (N or N x 1): a label of -1 would index another dataset's class
+    once the encoder offsets the labels, and a float label would be truncated to the class below."""
+    if labels.ndim not in (1, 2):
+        raise BenchmarkError(
+            f"{path}: {split}_labels has shape {labels.shape}; MedMNIST labels are N x 1 (or N) class ids, one per image. "
+            "Use the official file, or reshape the labels to N x 1."
+        )
+    if labels.dtype.kind not in "iu":
+        raise BenchmarkError(
+            f"{path}: {split}_labels are {labels.dtype}; MedMNIST labels are integer class ids (uint8 in the official files). "
+            "Store them as integers 0, 1, ..."
+        )
+    if labels.size and labels.min() < 0:
+        raise BenchmarkError(f"{path}: {split}_labels hold {int(labels.min())}; class ids are 0, 1, ... Fix the labels (or use the official file).")

@@ -76,7 +76,7 @@ rule train_encoder:
     params:
         settings=as_arg(PLAN.train_encoder()),
         datasets=" ".join(f"--dataset {name}={layout.DATASET.fill(dataset=name)}" for name in PLAN.datasets_used()),
-    threads: 2
+    threads: PLAN.config["encoder"]["threads"]  # the encoder trains on these threads whatever --cores grants (encoder.threads)
     resources:
         mem_mb=4000,
         runtime=20,

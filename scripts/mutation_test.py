@@ -566,6 +566,11 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
     parser.add_argument("--report", type=Path, help="where the report goes (default: reports/mutation.md; the outcomes beside it, .json)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the report from the saved outcomes (after editing the accepted list)")
+    parser.add_argument(
+        "--retest",
+        action="store_true",
+        help="test again only the mutants that survived in the saved outcomes (after adding tests); the report covers all",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # a worker's test server (internal)
     args = parser.parse_args()
     if args.serve:
@@ -582,6 +587,15 @@ def main() -> None:
         return
     modules = args.module or list(TARGETS)
     mutants = {path: find_mutants(path) for path in modules}
+    kept: list[Outcome] = []  # with --retest: the saved outcomes that are not tested again
+    if args.retest:
+        saved, _, _, _ = load_outcomes(outcomes_path)
+        current = {mutant for found in mutants.values() for mutant in found}
+        if any(outcome.mutant not in current for outcome in saved if outcome.mutant.path in mutants):
+            raise SystemExit(f"mutation_test: {outcomes_path} was made from other source files: run without --retest.")
+        again = {outcome.mutant for outcome in saved if outcome.status == "survived"}
+        kept = [outcome for outcome in saved if outcome.mutant not in again]
+        mutants = {path: [mutant for mutant in found if mutant in again] for path, found in mutants.items()}
     if args.list:
         for path, found in mutants.items():
             for mutant in found:
@@ -600,7 +614,7 @@ def main() -> None:
         for worker in pool:
             workers.put(worker)
         try:
-            outcomes = [outcome for path in modules for outcome in test_module(path, mutants[path], workers, args.jobs, log)]
+            outcomes = kept + [outcome for path in modules for outcome in test_module(path, mutants[path], workers, args.jobs, log)]
         finally:
             for worker in pool:
                 worker.close()

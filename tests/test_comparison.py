@@ -209,3 +209,65 @@ def test_no_reporting_module_runs_its_own_test_of_a_difference():
             if needle in text:
                 offenders.append(f"{path.relative_to(REPO)}: {needle}")
     assert offenders == []
+
+
+# ---- edge cases that mutation testing found untested ------------------------------------------------------------
+
+
+def test_welch_with_two_seeds_a_side_and_without_spread():
+    """Two completed seeds per side are enough for Welch (scipy's df and p); with no spread on either side the df
+    are n_a + n_b - 2 and the sign decides; one seed a side is no test, its difference still a - b (NaN when a
+    side has none). An unmatched seed is a gap, not a divergence."""
+    rows = long_rows({"a": [1.0, 2.0], "b": [3.0, 5.0, 6.5]}, seeds={"a": [0, 1], "b": [10, 11, 12]})
+    row = against(seed_values(rows, "kid"), "b", SETTINGS).iloc[0]
+    welch = stats.ttest_ind([1.0, 2.0], [3.0, 5.0, 6.5], equal_var=False)
+    assert row["design"] == "Welch" and row["df"] == pytest.approx(welch.df) and row["p_value"] == pytest.approx(welch.pvalue)
+    assert row["diverged"] == row["diverged_versus"] == 0 and row["n"] == 2 and row["n_versus"] == 3
+    flat = comparison.difference_statistics(np.array([1.0, 1.0, np.nan, np.nan]), np.array([np.nan, np.nan, 2.0, 2.0]))
+    assert flat.design == "Welch" and flat.df == 2.0 and flat.standard_error == 0.0 and flat.difference == -1.0
+    assert comparison.two_sided_p(flat) == 0.0
+    one = comparison.difference_statistics(np.array([1.0, np.nan]), np.array([np.nan, 3.0]))
+    assert one.design == "none" and one.difference == -2.0
+    assert math.isnan(comparison.difference_statistics(np.array([1.0, np.nan]), np.array([np.nan, np.nan])).difference)
+
+
+def test_equivalence_and_intervals_at_their_edges():
+    """TOST needs a positive margin and a test; without spread a difference inside the margin is equivalent
+    (p 0), one on or beyond it is not (p 1); an interval without spread is the difference itself."""
+    flat = comparison.DifferenceStatistics("paired", 0.5, 0.0, 2.0, 3)
+    assert comparison.equivalence_p(flat, 1.0) == 0.0
+    assert comparison.equivalence_p(flat, 0.5) == 1.0 and comparison.equivalence_p(flat, 0.4) == 1.0
+    assert math.isnan(comparison.equivalence_p(flat, 0.0)) and math.isnan(comparison.equivalence_p(flat, math.nan))
+    assert math.isnan(comparison.equivalence_p(comparison.DifferenceStatistics("none", 0.5, math.nan, math.nan, 1), 1.0))
+    assert comparison.confidence_interval(flat) == (0.5, 0.5)
+
+
+def test_mean_intervals_are_t_intervals_and_need_two_seeds():
+    low, high = comparison.mean_interval(pd.Series([1.0, 1.0]), pd.Series([0.5, 0.0]), pd.Series([4, 1]))
+    expected = stats.t.interval(0.95, 3, loc=1.0, scale=0.5 / 2)
+    assert (low[0], high[0]) == pytest.approx(expected) and math.isnan(low[1]) and math.isnan(high[1])
+
+
+def test_holm_never_exceeds_one_and_closeness_to_one_is_judged_as_distance():
+    assert holm([0.6, 0.7]).tolist() == [1.0, 1.0]
+    rows = long_rows({"a": [1.0, 1.01, 0.99, 1.02], "b": [1.5, 1.52, 1.49, 1.51]}).assign(metric="density")
+    assert against(seed_values(rows, "density"), "b", SETTINGS, better="~1").set_index("method").loc["a", "verdict"] == BETTER
+    assert against(seed_values(rows, "density"), "a", SETTINGS, better="~1").set_index("method").loc["b", "verdict"] == WORSE
+
+
+def test_one_comparison_counts_no_divergence_unless_told():
+    statistics = comparison.compare_one(np.array([1.0, 2.0, 3.0]), np.array([2.0, 3.0, 4.1]), SETTINGS)
+    assert statistics["diverged"] == statistics["diverged_versus"] == 0
+    family = comparison.close_family(pd.DataFrame([statistics]), SETTINGS)
+    assert family.iloc[0]["verdict"] == BETTER
+
+
+def test_a_diverged_seed_on_either_side_withholds_equivalent():
+    """Four shared seeds within 0.5% of each other are equivalent; the same with a fifth seed that diverged on
+    one side only (either side) is undetermined: a method that fails is not tied with one that does not."""
+    base = [100.0, 140.0, 80.0, 120.0, 110.0]
+    close = [value + change for value, change in zip(base, [0.5, -0.3, 0.2, -0.1, 0.0], strict=True)]
+    assert against(seed_values(long_rows({"a": base[:4], "b": close[:4]}), "kid"), "a", SETTINGS).iloc[0]["verdict"] == EQUIVALENT
+    rows = long_rows({"a": base, "b": close}, diverged={"b": [4]})
+    assert against(seed_values(rows, "kid"), "a", SETTINGS).iloc[0]["verdict"] == UNDETERMINED
+    assert against(seed_values(rows, "kid"), "b", SETTINGS).iloc[0]["verdict"] == UNDETERMINED

@@ -25,8 +25,8 @@ def two_gpus(monkeypatch, tmp_path):
     monkeypatch.setenv("GANBENCH_GPU_LOCKS", str(locks))
     monkeypatch.setattr(devices, "_held", [])
     yield locks
-    for handle in devices._held:
-        handle.close()
+    for descriptor in devices._held:
+        os.close(descriptor)
 
 
 def claim_in_fresh_process(lock_dir) -> subprocess.Popen:
@@ -60,8 +60,8 @@ def test_a_claim_holds_its_slot_for_the_life_of_the_process(two_gpus, monkeypatc
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert devices.claim_gpu_slot("auto") is None and "CUDA_VISIBLE_DEVICES" not in os.environ
     # A broken claim that lets go of its lock at once hands the next job a GPU that is in use.
-    for handle in devices._held:
-        handle.close()
+    for descriptor in devices._held:
+        os.close(descriptor)
     devices._held.clear()
     assert devices.claim_gpu_slot("auto") == 0  # slot 0 looks free again: that is what holding the file prevents
 

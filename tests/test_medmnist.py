@@ -112,9 +112,19 @@ def test_the_domain_encoder_refuses_a_target_domain_whose_every_image_is_held_ou
     xrays = prepare_dataset("toy", "medmnist", {"root": str(tmp_path), "flag": "toymnist"}, 28, 1)
     source = build_source_manifest("low", {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}, digits, 0)
     spec = {"kind": "cross-domain", "source": "low", "target": {"dataset": "toy"}, "validation_size": 3, "shot_pool_size": 5}
-    everything = build_task_manifest("all_held_out", spec, source, digits, xrays, [2], 1, 0)
-    with pytest.raises(BenchmarkError, match=r"Dataset 'toy' leaves the domain encoder no image: the tasks hold out every one of its 13 images"):
-        encoder_training_set([everything], {"digits": digits, "toy": xrays}, 1000, 0)
+    with pytest.raises(BenchmarkError, match=r"hold out every one of the 13 images of 'toy'.*Set reference_size to at most 4"):
+        build_task_manifest("all_held_out", spec, source, digits, xrays, [2], 1, 0)  # one task: found at its split
     some_left = build_task_manifest("some_left", {**spec, "reference_size": 3}, source, digits, xrays, [2], 1, 0)
+    # Several tasks on one dataset can hold it out together: found where the encoder gathers its images.
+    other = build_task_manifest("other", {**spec, "reference_size": 3}, source, digits, xrays, [2], 1, 0)
+    held = {
+        index
+        for manifest in (some_left, other)
+        for block in ("reference", "validation", "shot_pool")
+        for index in manifest["target"][block]["indices"]
+    }
+    everything = {**other, "target": {**other["target"], "reference": {"indices": sorted(set(range(13)) - held)}}}
+    with pytest.raises(BenchmarkError, match=r"Dataset 'toy' leaves the domain encoder no image: the tasks hold out every one of its 13 images"):
+        encoder_training_set([some_left, other, everything], {"digits": digits, "toy": xrays}, 1000, 0)
     _, _, _, provenance = encoder_training_set([some_left], {"digits": digits, "toy": xrays}, 1000, 0)
     assert provenance["datasets"]["toy"]["num_images"] == 13 - 3 - 5 - 3

@@ -383,11 +383,12 @@ def test_training_logs_gather_numbers_only(tmp_path):
 
 
 def test_a_folder_without_results_is_one_clear_error_and_leaves_nothing(tmp_path):
-    output = tmp_path / "paper"
+    output, empty = tmp_path / "paper", tmp_path / "results"
+    empty.mkdir()
     with pytest.raises(BenchmarkError, match="has no results.csv"):
-        render_paper(tmp_path, output, SETTINGS)
-    assert not output.exists() and list(tmp_path.iterdir()) == []
-    result = run_cli("paper", "--input-dir", str(tmp_path), "--output-dir", str(output))
+        render_paper(empty, output, SETTINGS)
+    assert not output.exists() and list(tmp_path.iterdir()) == [empty] and list(empty.iterdir()) == []
+    result = run_cli("paper", "--input-dir", str(empty), "--output-dir", str(output))
     assert result.returncode == 2 and "reports/reference" in result.stderr and not output.exists()
 
 

@@ -53,7 +53,7 @@ def _adapt_command(
 
 def _evaluate(files: dict[str, Path], run_dir: Path) -> list[dict]:
     result = run_cli(
-        "--threads", "1", "evaluate", "--settings", json.dumps({"evaluation": EVALUATION, "device": "cpu"}), "--run-dir", str(run_dir),
+        "--threads", "1", "evaluate", "--settings", json.dumps({"evaluation": EVALUATION, "device": "cpu", "oracle_draws": False}), "--run-dir", str(run_dir),
         "--manifest", str(files["manifest"]), "--dataset", str(files["data"]), "--encoder", str(files["encoder"]),
         "--output", str(run_dir / "metrics.json"),
     )  # fmt: skip

@@ -66,12 +66,12 @@ def test_a_single_seed_has_no_spread_and_values_from_100_get_one_decimal():
 
 def test_diverged_seeds_are_counted_apart_and_never_enter_a_mean():
     rows = [record("shaky", 0, "kid", 1e-3), record("shaky", 1, "kid", 3e-3), record("shaky", 2, "kid", None, status="diverged")]
-    rows += [record("broken", seed, "kid", None, status="diverged") for seed in range(2)]
+    rows += [record("broken", seed, "kid", None, status="diverged") for seed in range(3)]
     # FID_inf is not recorded for the diverged seed: the row still counts the seed that diverged (the most of any metric).
     rows += [record("shaky", seed, "fid_inf", 5.0) for seed in range(2)]
     markdown = render_markdown(frame(rows))
     assert table_row(markdown, "shaky")[2:] == ["2 +/- 1.41", "5 +/- 0", "2 + 1 diverged"]
-    assert table_row(markdown, "broken")[2:] == ["diverged", "n/a", "0 + 2 diverged"]
+    assert table_row(markdown, "broken")[2:] == ["diverged", "n/a", "0 + 3 diverged"]
     assert "K = 5 broken seed 0 at step 40 (non-finite loss); K = 5 broken seed 1 at step 40" in markdown
     assert "only shaky ran without diverging" not in markdown  # shaky has a diverged seed too: nobody is ranked
     assert "every method had diverged seeds. Not ranked, because of diverged seeds: broken, shaky." in markdown
@@ -242,7 +242,7 @@ def test_the_curve_table_layout_orders_and_gaps():
     rows = [record(name, 0, "kid", 2e-3) for name in ("b", "a")]
     rows += curve_rows("b", {0: [4e-3], 5: [3e-3]}) + curve_rows("a", {0: [5e-3], 2: [1e-3], 5: [2e-3]})
     rows += [record("a", 0, "fid", 77.0, checkpoint=CURVE, checkpoint_step=0, n_real=100, n_fake=500)]
-    rows += [record("a", 1, "kid", None, checkpoint=CURVE, checkpoint_step=0, n_real=100, n_fake=500)]
+    rows += [record(name, 1, "kid", None, checkpoint=CURVE, checkpoint_step=0, n_real=100, n_fake=500) for name in ("a", "b")]
     rows += [{**row, "shots": 10} for row in curve_rows("a", {0: [6e-3]})] + [record("a", 0, "kid", 2e-3, shots=10)]
     curve = render_markdown(frame(rows[::-1])).split("### Adaptation curve", 1)[1]
     assert curve.index("K = 5 (") < curve.index("K = 10 (")

@@ -111,7 +111,7 @@ def test_non_finite_batchnorm_statistics_are_a_divergence_not_black_images(tmp_p
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     state["generator"]["blocks.1.1.running_var"][0] = float("nan")
     save_checkpoint(run_dir / "checkpoint.pt", {key: value for key, value in state.items() if key != "format_version"})
-    settings = {"evaluation": {"num_generated": 60, "kid_subset_size": 10, "kid_subsets": 2}, "device": "cpu"}
+    settings = {"evaluation": {"num_generated": 60, "kid_subset_size": 10, "kid_subsets": 2}, "device": "cpu", "oracle_draws": False}
     result = run_cli(
         "evaluate", "--settings", json.dumps(settings), "--run-dir", str(run_dir), "--manifest", str(task_files["manifest"]),
         "--dataset", str(task_files["data"]), "--encoder", str(task_files["encoder"]), "--output", str(run_dir / "metrics.json"),
@@ -342,7 +342,7 @@ def _finished_run(files: dict[str, Path], run_dir: Path) -> Path:
 
 
 def _evaluate(files: dict[str, Path], run_dir: Path) -> subprocess.CompletedProcess:
-    settings = {"evaluation": {"num_generated": 60, "kid_subset_size": 10, "kid_subsets": 2}, "device": "cpu"}
+    settings = {"evaluation": {"num_generated": 60, "kid_subset_size": 10, "kid_subsets": 2}, "device": "cpu", "oracle_draws": False}
     return run_cli(
         "evaluate", "--settings", json.dumps(settings), "--run-dir", str(run_dir), "--manifest", str(files["manifest"]),
         "--dataset", str(files["data"]), "--encoder", str(files["encoder"]), "--output", str(run_dir / "metrics.json"),

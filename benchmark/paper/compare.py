@@ -7,6 +7,8 @@ on other hardware or code, differences within the seed spread are expected. Othe
 where both ran the same seeds (each seed: the same shots and pretraining), else Welch's; "undetermined" with a
 single seed on either side; Holm over all cells of one metric, so the chance of any false "better"/"worse" among
 hundreds of cells stays at alpha; "equivalent" where TOST puts the difference within the equivalence margin.
+A cell that is not identical names the provenance its records differ in (`differs_in`: the feature extractor,
+the reference set, sample sizes, code or torch version, scoring threads, device), the likely cause.
 """
 
 from __future__ import annotations
@@ -20,6 +22,31 @@ from benchmark.selection import CURVE
 
 CELL = ["task", "shots", "method", "checkpoint", "metric"]
 IDENTICAL = "identical"
+# What can change a value besides the method and seed, as the records carry it: what differs is named beside a
+# cell that is not identical, so that "different" comes with its likely cause.
+PROVENANCE = {
+    "feature_weights_sha256": "feature extractor (the domain encoder's weights: encoder.threads, its data and settings)",
+    "reference_sha256": "reference set",
+    "n_real": "reference sample size",
+    "n_fake": "generated sample size",
+    "code_version": "code version",
+    "torch_version": "torch version",
+    "torch_threads": "torch threads of the scoring job",
+    "device": "device",
+}
+
+
+def provenance_differences(own: pd.DataFrame, reference: pd.DataFrame) -> str:
+    """The provenance fields (`PROVENANCE`) whose values differ between two sets of rows, each with both sides'
+    values ("" when none differs, or neither side records them)."""
+    parts = []
+    for field, meaning in PROVENANCE.items():
+        if field not in own or field not in reference:
+            continue
+        mine, theirs = (sorted({str(value) for value in rows[field].dropna()}) for rows in (own, reference))
+        if mine and theirs and mine != theirs:
+            parts.append(f"{meaning} ({field}): {'/'.join(v[:12] for v in mine)} vs {'/'.join(v[:12] for v in theirs)}")
+    return "; ".join(parts)
 
 
 def compare_results(own: pd.DataFrame, reference: pd.DataFrame, settings: ComparisonSettings) -> pd.DataFrame:
@@ -38,9 +65,10 @@ def compare_results(own: pd.DataFrame, reference: pd.DataFrame, settings: Compar
         identical = bool(np.allclose(aligned[0].to_numpy(), aligned[1].to_numpy(), rtol=1e-9, atol=0.0, equal_nan=True))  # the same seeds diverged
         better = METRIC_DIRECTIONS.get(cell[-1], "lower")
         statistics = compare_one(aligned[0].to_numpy(), aligned[1].to_numpy(), settings, better, mine[1], theirs[1])
-        out.append({**dict(zip(CELL, cell, strict=True)), **statistics, "identical": identical})
+        differs = "" if identical else provenance_differences(own_groups.get_group(cell), reference_groups.get_group(cell))
+        out.append({**dict(zip(CELL, cell, strict=True)), **statistics, "identical": identical, "differs_in": differs})
     if not out:
-        return pd.DataFrame(columns=[*CELL, "mean", "reference_mean", "difference", "relative_difference", "verdict"])
+        return pd.DataFrame(columns=[*CELL, "mean", "reference_mean", "difference", "relative_difference", "verdict", "differs_in"])
     frame = pd.DataFrame(out).rename(columns={"versus_mean": "reference_mean", "n": "seeds", "n_versus": "reference_seeds"})
     # Identical cells are no test: they leave the families, and their verdict says what they are.
     tested = frame[~frame["identical"]]

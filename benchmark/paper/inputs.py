@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.completeness import check_complete
 from benchmark.errors import BenchmarkError
 from benchmark.hparam_selection import CELL, DEFAULTS, TARGET_VALIDATION_CROSS_FIT
 from benchmark.results import at_cross_fitted_draws
@@ -59,6 +60,7 @@ def read_results_folder(folder: Path) -> PaperInputs:
         raise BenchmarkError(f"{results_path} lacks the column(s) {', '.join(missing)}: it is not a results CSV of `ganbench collect`.")
     if results.empty:
         raise BenchmarkError(f"{results_path} has no rows. Run the benchmark first.")
+    check_complete(results, str(results_path))
     every_draw = results.assign(draw=results["draw"].fillna(0) if "draw" in results else 0)
     runs = len(every_draw.drop_duplicates(["task", "shots", "method", "draw", "seed"]))
     draws = int(every_draw.groupby(["task", "shots", "method"])["draw"].nunique().max())

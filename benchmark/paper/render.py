@@ -25,6 +25,7 @@ import pandas as pd
 
 from benchmark.comparison import VERDICTS
 from benchmark.errors import BenchmarkError
+from benchmark.io import check_apart, replace_folder
 from benchmark.paper import aggregate, compare, figures, power
 from benchmark.paper.compare import compare_results
 from benchmark.paper.inputs import PaperInputs, checkpoints_present, read_results_folder
@@ -39,24 +40,25 @@ FINETUNE_FAMILY = ("finetune", "freeze_d", "l2sp")  # the near-tied methods the 
 
 
 def render_paper(input_dir: Path, output_dir: Path, settings: PaperSettings, reference_dir: Path | None = None) -> list[Path]:
-    """Read `input_dir` (a results folder), render everything into `output_dir`, replacing it whole; with
-    `reference_dir` (e.g. reports/reference), also compare the results with those (`compare.csv`)."""
+    """Read `input_dir` (a results folder), render everything into `output_dir`, replacing only the files an earlier
+    rendering wrote there (`benchmark.io.replace_folder`); with `reference_dir` (e.g. reports/reference), also
+    compare the results with those (`compare.csv`). An output folder that is, holds or lies inside an input is
+    refused before anything is read."""
     started = time.perf_counter()
+    output_dir = Path(output_dir)
+    check_apart(output_dir, "--output-dir", [("--input-dir", input_dir), ("--reference", reference_dir)])
     inputs = read_results_folder(input_dir)
     reference = read_results_folder(reference_dir) if reference_dir is not None else None
-    output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
-        written = _render_into(inputs, staging, settings, reference)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
+        _render_into(inputs, staging, settings, reference)
+        written = replace_folder(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log.info("paper outputs of %s: %d files in %s (%.1f s)", input_dir, len(written), output_dir, time.perf_counter() - started)
-    return [output_dir / path.relative_to(staging) for path in written]
+    return written
 
 
 def _render_into(inputs: PaperInputs, folder: Path, settings: PaperSettings, reference: PaperInputs | None = None) -> list[Path]:
@@ -242,7 +244,11 @@ def _comparison_lines(comparison: pd.DataFrame, reference: PaperInputs) -> list[
     ]
     headline = comparison[comparison["metric"].eq(HEADLINE.metric)]
     columns = ["task", "shots", "method", "checkpoint", "mean", "reference_mean", "relative_difference", "p_holm", "verdict"]
-    return [*lines, headline[columns].to_markdown(index=False, floatfmt=".3g"), ""]
+    lines += [headline[columns].to_markdown(index=False, floatfmt=".3g"), ""]
+    causes = comparison["differs_in"].fillna("") if "differs_in" in comparison else pd.Series(dtype=str)
+    for cause, count in causes[causes.ne("")].value_counts().sort_index().items():
+        lines.append(f"- {count} cells that are not identical differ in: {cause}.")
+    return [*lines, ""] if causes.ne("").any() else lines
 
 
 def _probability_text(row: pd.Series) -> str:

@@ -107,7 +107,7 @@ def record_run(prepared: PreparedRun, outcome: GANModels | TrainingDiverged, bat
         "train_settings": prepared.train_settings.as_record(),
         "evaluation": prepared.settings.evaluation,
         **status,
-        "environment": environment(),
+        "environment": environment(prepared.shots.device),
     }
     if batch > 1:
         record["trained_in_batch_of"] = batch

@@ -69,7 +69,7 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
     inputs = open_stage_inputs(manifest, "task", dataset, settings.device)
     task, target, device = inputs.manifest, inputs.dataset, inputs.device
     if run_config.get("status") == "diverged":
-        return _record_divergence(run_config, task, evaluation, output)
+        return _record_divergence(run_config, task, evaluation, output, device)
     state = load_checkpoint(folder.checkpoint, device)
     arch = Architecture.from_dict(run_config["architecture"])
     build = get_method(run_config["method"])(**run_config.get("method_hparams", {})).build_models
@@ -79,7 +79,7 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
     if non_finite:  # its images would be NaN, cast to black: record the run as diverged instead of scoring them
         reason = f"non-finite tensors in the final checkpoint ({', '.join(non_finite)})"
         diverged = {**run_config, "status": "diverged", "diverged_at_step": final_step, "divergence_reason": reason}
-        return _record_divergence(diverged, task, evaluation, output)
+        return _record_divergence(diverged, task, evaluation, output, device)
 
     reference_indices = task["target"]["reference"]["indices"]
     validation_indices = task["target"]["validation"]["indices"]
@@ -130,9 +130,9 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
     except NonFiniteSamples:  # finite weights can still overflow to infinite pixels: a divergence, not black images
         reason = "non-finite generated images at evaluation"
         return _record_divergence(
-            {**run_config, "status": "diverged", "diverged_at_step": final_step, "divergence_reason": reason}, task, evaluation, output
+            {**run_config, "status": "diverged", "diverged_at_step": final_step, "divergence_reason": reason}, task, evaluation, output, device
         )
-    shared = _shared_fields(run_config, task, evaluation)
+    shared = _shared_fields(run_config, task, evaluation, device)
     records = [
         {**shared, "checkpoint": label, "checkpoint_step": step, **selection, **record}
         for label, step, selection in selections
@@ -206,25 +206,27 @@ def curve_records(logged: dict[int, dict[str, Any]], feature_space: dict[str, An
     ]
 
 
-def _shared_fields(run_config: dict[str, Any], task: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+def _shared_fields(run_config: dict[str, Any], task: dict[str, Any], evaluation: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {
         **{field: run_config[field] for field in RUN_FIELDS},
         "status": run_config.get("status", "completed"),
         "reference_set": "reference",
         "reference_sha256": task["target"]["reference"]["sha256"],
         "evaluation": evaluation,
-        "environment": environment(),
+        "environment": environment(device),
         "run_config": run_config,
     }
 
 
-def _record_divergence(run_config: dict[str, Any], task: dict[str, Any], evaluation: dict[str, Any], output: Path) -> list[dict[str, Any]]:
+def _record_divergence(
+    run_config: dict[str, Any], task: dict[str, Any], evaluation: dict[str, Any], output: Path, device: torch.device
+) -> list[dict[str, Any]]:
     """A diverged run has no generator to score: one record per metric and checkpoint says so, with no value."""
     log.warning("run diverged at step %d (%s): recorded without scores", run_config["diverged_at_step"], run_config["divergence_reason"])
     labels = [FINAL, SELECTED] + ([ORACLE] if evaluation["oracle_selection"] else [])
     metrics = [name for name in SUITE_METRICS if name != "fid_inf" or evaluation["fid_infinity"]]
     divergence = {"diverged_at_step": run_config["diverged_at_step"], "divergence_reason": run_config["divergence_reason"]}
-    shared = _shared_fields(run_config, task, evaluation)
+    shared = _shared_fields(run_config, task, evaluation, device)
     records = [
         {**shared, "checkpoint": label, "checkpoint_step": None, "metric": metric, "value": None, **divergence}
         for label in labels
