@@ -41,6 +41,11 @@ def reference_halves(count: int) -> tuple[np.ndarray, np.ndarray]:
     return positions[0::2], positions[1::2]
 
 
+def half_name(half: str) -> str:
+    """How records and messages name a half: "choosing half", "reporting half"."""
+    return half.replace("_", " ")
+
+
 def half_metric(metric: str, half: str) -> str:
     """The record name of `metric` scored against one half of the reference set (e.g. "kid_choosing_half")."""
     return f"{metric}_{half}"

@@ -196,8 +196,9 @@ def test_the_encoder_is_the_same_whatever_threads_the_scheduler_grants(tmp_path,
         assert result.returncode == 0, result.stderr[-2000:]
         return output.read_bytes()
 
-    assert train(1, 2) == train(2, 2)
-    assert train(1, 1) != train(2, 2)  # the thread count does change the weights: fixing it is what keeps them equal
+    two_threads = train(2, 2)
+    assert train(1, 2) == two_threads
+    assert train(1, 1) != two_threads  # the thread count does change the weights: fixing it is what keeps them equal
 
 
 def test_a_target_whose_splits_hold_out_every_image_is_refused_at_the_split(digits):

@@ -31,9 +31,9 @@ def collect_training_logs(train_logs: list[Path], output: Path) -> None:
 def _check_inputs(files: list[Path], output: Path, option: str) -> None:
     """Each input named once (a file named twice would count its run twice), and the output none of them."""
     counts = Counter(Path(path).resolve() for path in files)
-    twice = sorted(str(path) for path in files if counts[Path(path).resolve()] > 1)
+    twice = sorted({str(path) for path in files if counts[Path(path).resolve()] > 1})
     if twice:
         raise BenchmarkError(
-            f"{sorted(set(twice))[0]} is named more than once among the {option} ({len(set(twice))} such files): each run is collected once. Name each file once."
+            f"{twice[0]} is named more than once among the {option} ({len(twice)} such names): each run is collected once. Name each file once."
         )
     check_apart(output, "--output", [(option, path) for path in files])

@@ -40,6 +40,7 @@ from benchmark.selection import (
     SELECTED,
     best_step,
     half_metric,
+    half_name,
     reference_halves,
     validation_scores,
 )
@@ -120,12 +121,16 @@ def evaluate(settings: EvaluateSettings, run_dir: Path, manifest: Path, dataset:
             # Chosen on the choosing half, every metric reported on the other: the reported KID is not the minimum
             # it was chosen as. Only the chosen step is scored in full.
             steps = sorted(set(validation) | {final_step})
-            on_choosing = {step: halves.choosing(images[step] if step in images else generated(step))[select_on] for step in steps}
+
+            def images_at(step: int) -> np.ndarray:  # the reported checkpoints' images are generated once
+                return images[step] if step in images else generated(step)
+
+            on_choosing = {step: halves.choosing(images_at(step))[select_on] for step in steps}
             step = best_step(on_choosing)
-            chosen_images = images[step] if step in images else generated(step)
+            chosen_images = images_at(step)
             reported = [{**record, "reference_set": halves.reporting_label} for record in halves.reporting_suite.score(chosen_images)]
             records_of[ORACLE] = reported + halves.records(chosen_images)
-            selection = {"selected_on": f"{select_on} on the reference set's {CHOOSING_HALF.replace('_', ' ')}", "selection_score": on_choosing[step]}
+            selection = {"selected_on": f"{select_on} on the reference set's {half_name(CHOOSING_HALF)}", "selection_score": on_choosing[step]}
             selections.append((ORACLE, step, selection))
     except NonFiniteSamples:  # finite weights can still overflow to infinite pixels: a divergence, not black images
         reason = "non-finite generated images at evaluation"
@@ -148,7 +153,7 @@ class _HalfScorers:
     the checkpoint oracle chooses on the choosing half and reports the full suite on the reporting half; the
     draw oracle of a sweep reads the records named `half_metric(metric, half)`."""
 
-    reporting_label = f"reference: {REPORTING_HALF.replace('_', ' ')}"
+    reporting_label = f"reference: {half_name(REPORTING_HALF)}"
 
     def __init__(self, sets: EvaluationSets, space: FeatureSpace, encoder: str, settings: MetricSettings, device: torch.device) -> None:
         choosing, reporting = reference_halves(len(sets.reference))
@@ -175,7 +180,7 @@ class _HalfScorers:
         for half, scorer in ((CHOOSING_HALF, self.choosing), (REPORTING_HALF, self.reporting)):
             values = scorer(images)
             sizes = {"n_fake": len(images), "n_real": self.sizes[half], **self.space.as_record()}
-            reference_set = f"reference: {half.replace('_', ' ')}"
+            reference_set = f"reference: {half_name(half)}"
             records += [
                 {"metric": half_metric(metric, half), "value": values[metric], "reference_set": reference_set, **sizes} for metric in ("kid", "fid")
             ]
